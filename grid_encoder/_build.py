@@ -1,0 +1,102 @@
+"""Compiles the C++/CUDA kernels on first use and loads them as the ``torch.ops.grid_encoder`` ops.
+
+The build folder is named by a hash of the sources, the torch and Python versions and the build
+flags, so an edited kernel rebuilds and an unchanged one loads straight from the cache
+(``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``).
+
+CUDA kernels are built when torch has CUDA and a GPU is visible, or when ``GRID_ENCODER_BUILD_CUDA=1``
+(to compile them on a machine without a GPU); ``GRID_ENCODER_BUILD_CUDA=0`` forces a CPU-only build.
+``TORCH_CUDA_ARCH_LIST`` is respected as torch reads it.
+"""
+import hashlib
+import os
+import shutil
+import sys
+
+import torch
+
+_SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+_CPU_SOURCES = ["grid_sample.cpp", "kernels_cpu.cpp"]
+_CUDA_SOURCES = ["kernels_cuda.cu"]
+_HEADERS = ["kernels.h", "sample_math.h"]
+_BUILT_MARKER = "build-complete"
+
+
+def _want_cuda():
+    flag = os.environ.get("GRID_ENCODER_BUILD_CUDA", "")
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"GRID_ENCODER_BUILD_CUDA must be '0' or '1', got {flag!r}")
+    if torch.version.cuda is None:
+        if flag == "1":
+            raise RuntimeError(
+                "grid_encoder: GRID_ENCODER_BUILD_CUDA=1 but this torch has no CUDA support "
+                f"(torch {torch.__version__}); install a CUDA build of torch or unset the variable")
+        return False
+    return flag == "1" or (flag == "" and torch.cuda.is_available())
+
+
+def _build_dir(with_cuda):
+    digest = hashlib.sha256()
+    for name in _CPU_SOURCES + _CUDA_SOURCES + _HEADERS:
+        with open(os.path.join(_SOURCE_DIR, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    key = [torch.__version__, sys.version.split()[0], str(with_cuda)]
+    if with_cuda:
+        key += [str(torch.version.cuda), os.environ.get("TORCH_CUDA_ARCH_LIST", "")]
+    digest.update("|".join(key).encode())
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "torch_extensions")
+    name = f"grid_encoder_{'cuda' if with_cuda else 'cpu'}_{digest.hexdigest()[:16]}"
+    return name, os.path.join(root, name)
+
+
+def _check_toolchain(with_cuda):
+    from torch.utils import cpp_extension
+
+    if not cpp_extension.is_ninja_available():
+        raise RuntimeError("grid_encoder compiles its kernels on first use and needs ninja for that: "
+                           "`pip install ninja`")
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"grid_encoder compiles its kernels on first use and needs a C++ compiler, but "
+                           f"{compiler!r} was not found: install g++ (or clang++) or set CXX")
+    if with_cuda:
+        home = cpp_extension.CUDA_HOME
+        if home is None or not os.path.exists(os.path.join(home, "bin", "nvcc")):
+            raise RuntimeError(
+                "grid_encoder compiles CUDA kernels because a GPU is visible, but no CUDA toolkit was found "
+                f"(CUDA_HOME={home!r}): install the CUDA toolkit matching torch's CUDA {torch.version.cuda} and "
+                "set CUDA_HOME to the folder holding bin/nvcc, or set GRID_ENCODER_BUILD_CUDA=0 for a CPU-only "
+                "build")
+
+
+def load():
+    """Builds (if needed) and loads the extension; returns the path of the loaded library."""
+    with_cuda = _want_cuda()
+    name, build_dir = _build_dir(with_cuda)
+    library = os.path.join(build_dir, f"{name}.so")
+    if not os.path.exists(os.path.join(build_dir, _BUILT_MARKER)):
+        _check_toolchain(with_cuda)
+        from torch.utils import cpp_extension
+
+        os.makedirs(build_dir, exist_ok=True)
+        what = "CPU and CUDA" if with_cuda else "CPU"
+        print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, about a minute)",
+              file=sys.stderr, flush=True)
+        sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else [])]
+        defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
+        cpp_extension.load(
+            name=name,
+            sources=sources,
+            build_directory=build_dir,
+            extra_cflags=["-O3"] + defines,
+            extra_cuda_cflags=["-O3"] + defines if with_cuda else None,
+            with_cuda=with_cuda,
+            is_python_module=False,
+            verbose=os.environ.get("GRID_ENCODER_VERBOSE_BUILD") == "1",
+        )
+        with open(os.path.join(build_dir, _BUILT_MARKER), "w") as f:
+            f.write(library + "\n")
+    else:
+        torch.ops.load_library(library)
+    return library

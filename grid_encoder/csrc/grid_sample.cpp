@@ -1,0 +1,203 @@
+// The grid_encoder operators: schemas, argument checks, output allocation, and the hand-off to the
+// CPU or CUDA launcher. Autograd (forward -> backward -> double backward) is attached in Python.
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "kernels.h"
+
+namespace grid_encoder {
+namespace {
+
+// Runs NAME##_cpu or NAME##_cuda on the problem's device (check_sampler rejects CUDA tensors in a
+// build without CUDA kernels).
+#ifdef GRID_ENCODER_WITH_CUDA
+#define GRID_ENCODER_RUN(NAME, pb) ((pb).input.is_cuda() ? NAME##_cuda(pb) : NAME##_cpu(pb))
+#else
+#define GRID_ENCODER_RUN(NAME, pb) NAME##_cpu(pb)
+#endif
+
+// Python validates first and raises friendlier errors; these checks keep the C++ entry points safe
+// on their own (the Python checks vanish under python -O, and the ops can be called directly).
+void check_sampler(const char* op, const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
+                   int64_t padding) {
+  TORCH_CHECK(interpolation >= 0 && interpolation <= 2, op,
+              ": interpolation must be 0 (bilinear), 1 (nearest) or 2 (bicubic), got ", interpolation);
+  TORCH_CHECK(padding >= 0 && padding <= 2, op, ": padding must be 0 (zeros), 1 (border) or 2 (reflection), got ",
+              padding);
+  TORCH_CHECK(input.dim() == 4, op, ": expected a 4-D input (N, C, H, W), got shape ", input.sizes());
+  TORCH_CHECK(grid.dim() == input.dim() && grid.size(-1) == input.dim() - 2, op,
+              ": expected grid of shape (N, Ho, Wo, 2) for input of shape ", input.sizes(), ", got ", grid.sizes());
+  TORCH_CHECK(grid.size(0) == input.size(0), op, ": expected grid and input to have the same batch size, got ",
+              grid.size(0), " and ", input.size(0));
+  for (int64_t d = 2; d < input.dim(); ++d) {
+    TORCH_CHECK(input.size(d) > 0, op, ": expected input to have non-empty spatial dimensions, got shape ",
+                input.sizes());
+  }
+  TORCH_CHECK(input.device() == grid.device(), op, ": expected input and grid on the same device, got ",
+              input.device(), " and ", grid.device());
+  TORCH_CHECK(input.scalar_type() == grid.scalar_type(), op, ": expected input and grid of the same dtype, got ",
+              input.scalar_type(), " and ", grid.scalar_type());
+  const auto dtype = input.scalar_type();
+  const bool reduced = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (reduced && input.is_cuda()), op,
+              ": expected float32 or float64 tensors (float16 and bfloat16 on CUDA), got ", dtype, " on ",
+              input.device());
+  TORCH_CHECK(input.is_cpu() || input.is_cuda(), op, ": expected CPU or CUDA tensors, got ", input.device());
+#ifndef GRID_ENCODER_WITH_CUDA
+  TORCH_CHECK(!input.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without "
+              "a visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
+#endif
+}
+
+/// Checks that t (named `what`) has shape `shape` and the dtype and device of `like`.
+void check_like(const char* op, const char* what, const at::Tensor& t, at::IntArrayRef shape, const at::Tensor& like) {
+  TORCH_CHECK(t.sizes() == shape, op, ": expected ", what, " of shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device() == like.device(), op, ": expected ", what,
+              " of dtype ", like.scalar_type(), " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
+}
+
+std::vector<int64_t> output_shape(const at::Tensor& input, const at::Tensor& grid) {
+  std::vector<int64_t> shape{input.size(0), input.size(1)};
+  for (int64_t d = 1; d < grid.dim() - 1; ++d) shape.push_back(grid.size(d));
+  return shape;
+}
+
+Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation, int64_t padding,
+                     bool align_corners) {
+  Problem pb;
+  pb.interp = static_cast<Interp>(interpolation);
+  pb.padding = static_cast<Padding>(padding);
+  pb.align_corners = align_corners;
+  pb.input = input;
+  pb.grid = grid.contiguous();
+  return pb;
+}
+
+at::ScalarType accumulation_dtype(const at::Tensor& input) {
+  return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+/// A zero-filled scatter target shaped like input, in the accumulation dtype.
+at::Tensor zeros_accumulator(const at::Tensor& input) {
+  return at::zeros_like(input, input.options().dtype(accumulation_dtype(input)), at::MemoryFormat::Preserve);
+}
+
+/// Returns an accumulator in the dtype of input.
+at::Tensor from_accumulator(const at::Tensor& accumulator, const at::Tensor& input) {
+  return accumulator.scalar_type() == input.scalar_type() ? accumulator : accumulator.to(input.scalar_type());
+}
+
+/// The placeholder returned for an output that was not requested.
+at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+}  // namespace
+
+at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
+                               int64_t padding, bool align_corners) {
+  constexpr const char* op = "grid_encoder.grid_sample_forward";
+  check_sampler(op, input, grid, interpolation, padding);
+  const c10::DeviceGuard guard(input.device());
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
+  pb.output = at::empty(output_shape(input, grid), input.options());
+  GRID_ENCODER_RUN(forward, pb);
+  return pb.output;
+}
+
+std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                        const at::Tensor& grid, int64_t interpolation,
+                                                        int64_t padding, bool align_corners,
+                                                        std::array<bool, 2> output_mask) {
+  constexpr const char* op = "grid_encoder.grid_sample_backward";
+  check_sampler(op, input, grid, interpolation, padding);
+  check_like(op, "grad_output", grad_output, output_shape(input, grid), input);
+  const c10::DeviceGuard guard(input.device());
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
+  pb.grad_output = grad_output.contiguous();
+  const bool nearest = pb.interp == Interp::Nearest;
+  at::Tensor grad_grid = not_requested(grid);
+  if (output_mask[1]) {  // nearest sampling is piecewise constant in the grid
+    grad_grid = nearest ? at::zeros_like(pb.grid) : at::empty_like(pb.grid);
+    if (!nearest) pb.grad_grid = grad_grid;
+  }
+  if (output_mask[0]) pb.grad_input = zeros_accumulator(input);
+  if (pb.grad_grid.defined() || pb.grad_input.defined()) GRID_ENCODER_RUN(backward, pb);
+  const at::Tensor grad_input = output_mask[0] ? from_accumulator(pb.grad_input, input) : not_requested(input);
+  return {grad_input, grad_grid};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
+    const std::optional<at::Tensor>& grad_grad_input, const std::optional<at::Tensor>& grad_grad_grid,
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
+    int64_t padding, bool align_corners, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "grid_encoder.grid_sample_double_backward";
+  check_sampler(op, input, grid, interpolation, padding);
+  check_like(op, "grad_output", grad_output, output_shape(input, grid), input);
+  const bool has_ggi = grad_grad_input.has_value() && grad_grad_input->defined();
+  const bool has_ggg = grad_grad_grid.has_value() && grad_grad_grid->defined();
+  if (has_ggi) check_like(op, "grad_grad_input", *grad_grad_input, input.sizes(), input);
+  if (has_ggg) check_like(op, "grad_grad_grid", *grad_grad_grid, grid.sizes(), input);
+  const c10::DeviceGuard guard(input.device());
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
+  pb.grad_output = grad_output.contiguous();
+  if (has_ggi) pb.grad_grad_input = *grad_grad_input;
+  if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
+
+  // Which terms can be non-zero (see sample_math.h): nearest has no grid derivatives at all.
+  const bool smooth = pb.interp != Interp::Nearest;
+  const bool grid_terms = smooth && has_ggg;
+  const bool computes_dgo = has_ggi || grid_terms;
+  const bool computes_dinput = grid_terms;
+  const bool computes_dgrid = smooth && (has_ggi || has_ggg);
+
+  at::Tensor d_grad_output = not_requested(input), d_grid = not_requested(grid);
+  if (output_mask[0]) {
+    d_grad_output = computes_dgo ? at::empty_like(pb.grad_output) : at::zeros_like(pb.grad_output);
+    if (computes_dgo) pb.grad_grad_output_out = d_grad_output;
+  }
+  if (output_mask[2]) {
+    d_grid = computes_dgrid ? at::empty_like(pb.grid) : at::zeros_like(pb.grid);
+    if (computes_dgrid) pb.grid_grad_out = d_grid;
+  }
+  at::Tensor d_input = not_requested(input);
+  if (output_mask[1]) {
+    d_input = zeros_accumulator(input);
+    if (computes_dinput) pb.input_grad_out = d_input;
+  }
+  if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined() || pb.input_grad_out.defined()) {
+    GRID_ENCODER_RUN(double_backward, pb);
+  }
+  if (output_mask[1]) d_input = from_accumulator(d_input, input);
+  return {d_grad_output, d_input, d_grid};
+}
+
+TORCH_LIBRARY(grid_encoder, m) {
+  m.def("grid_sample_forward(Tensor input, Tensor grid, int interpolation, int padding, bool align_corners) "
+        "-> Tensor");
+  m.def("grid_sample_backward(Tensor grad_output, Tensor input, Tensor grid, int interpolation, int padding, "
+        "bool align_corners, bool[2] output_mask) -> (Tensor, Tensor)");
+  m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "
+        "Tensor input, Tensor grid, int interpolation, int padding, bool align_corners, bool[3] output_mask) "
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
+  m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_backward", &grid_sample_backward);
+  m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+}
+
+#ifdef GRID_ENCODER_WITH_CUDA
+TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
+  m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_backward", &grid_sample_backward);
+  m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+}
+#endif
+
+}  // namespace grid_encoder

@@ -1,0 +1,126 @@
+// Host-side glue shared by the CPU and CUDA launchers: the tensors of one call, their conversion to
+// the raw views of sample_math.h, and the dispatch from run-time settings to template parameters.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <type_traits>
+
+#include "sample_math.h"
+
+namespace grid_encoder {
+
+/// The tensors of one forward, backward or double-backward call. Undefined tensors are absent
+/// (not given, or not requested). Scatter targets (grad_input, input_grad_out) are zero-filled and
+/// have the accumulation dtype (float32 for half and bfloat16 inputs).
+struct Problem {
+  Interp interp = Interp::Bilinear;
+  Padding padding = Padding::Zeros;
+  bool align_corners = true;
+  at::Tensor input;        // [N, C, H, W], any strides
+  at::Tensor grid;         // [N, Ho, Wo, 2], contiguous
+  at::Tensor output;       // [N, C, Ho, Wo], contiguous (forward)
+  at::Tensor grad_output;  // [N, C, Ho, Wo], contiguous (backward, double backward)
+  at::Tensor grad_input;   // like input (backward)
+  at::Tensor grad_grid;    // like grid (backward)
+  at::Tensor grad_grad_input;        // like input, any strides (double backward)
+  at::Tensor grad_grad_grid;         // like grid, contiguous (double backward)
+  at::Tensor grad_grad_output_out;   // like grad_output (double backward)
+  at::Tensor input_grad_out;         // like input (double backward)
+  at::Tensor grid_grad_out;          // like grid (double backward)
+
+  int64_t dims() const { return grid.size(-1); }
+  int64_t batch() const { return input.size(0); }
+  int64_t channels() const { return input.size(1); }
+  int64_t points() const { return grid.numel() / (grid.size(0) * grid.size(-1)); }
+  int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
+};
+
+void forward_cpu(const Problem& problem);
+void backward_cpu(const Problem& problem);
+void double_backward_cpu(const Problem& problem);
+#ifdef GRID_ENCODER_WITH_CUDA
+void forward_cuda(const Problem& problem);
+void backward_cuda(const Problem& problem);
+void double_backward_cuda(const Problem& problem);
+#endif
+
+template <typename scalar_t, int kDims>
+ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
+  ImageView<scalar_t, kDims> view;
+  if (!t.defined()) return view;
+  view.data = static_cast<scalar_t*>(t.data_ptr());
+  view.stride_n = t.stride(0);
+  view.stride_c = t.stride(1);
+  for (int e = 0; e < kDims; ++e) view.stride[e] = t.stride(t.dim() - 1 - e);
+  return view;
+}
+
+template <typename scalar_t>
+PointsView<scalar_t> points_view(const at::Tensor& t) {
+  return {t.defined() ? static_cast<scalar_t*>(t.data_ptr()) : nullptr};
+}
+
+template <typename scalar_t>
+scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? static_cast<scalar_t*>(t.data_ptr()) : nullptr;
+}
+
+template <typename scalar_t, int kDims>
+using ArgsFor = SampleArgs<scalar_t, opmath_t<scalar_t>, kDims>;
+
+template <typename scalar_t, int kDims>
+ArgsFor<scalar_t, kDims> make_args(const Problem& pb) {
+  using acc_t = opmath_t<scalar_t>;
+  ArgsFor<scalar_t, kDims> a;
+  a.batch = pb.batch();
+  a.channels = pb.channels();
+  a.points = pb.points();
+  for (int e = 0; e < kDims; ++e) a.size[e] = pb.input.size(pb.input.dim() - 1 - e);
+  a.align_corners = pb.align_corners;
+  a.grid = data_or_null<const scalar_t>(pb.grid);
+  a.input = image_view<const scalar_t, kDims>(pb.input);
+  a.output = points_view<scalar_t>(pb.output);
+  a.grad_output = points_view<const scalar_t>(pb.grad_output);
+  a.grad_input = image_view<acc_t, kDims>(pb.grad_input);
+  a.grad_grid = data_or_null<scalar_t>(pb.grad_grid);
+  a.grad_grad_input = image_view<const scalar_t, kDims>(pb.grad_grad_input);
+  a.grad_grad_grid = data_or_null<const scalar_t>(pb.grad_grad_grid);
+  a.grad_grad_output_out = points_view<scalar_t>(pb.grad_grad_output_out);
+  a.input_grad_out = image_view<acc_t, kDims>(pb.input_grad_out);
+  a.grid_grad_out = data_or_null<scalar_t>(pb.grid_grad_out);
+  return a;
+}
+
+template <Interp I>
+using InterpTag = std::integral_constant<Interp, I>;
+template <Padding P>
+using PaddingTag = std::integral_constant<Padding, P>;
+template <int D>
+using DimsTag = std::integral_constant<int, D>;
+
+template <Interp I, typename F>
+void dispatch_padding(const Problem& pb, const F& body) {
+  switch (pb.padding) {
+    case Padding::Zeros: return body(InterpTag<I>{}, PaddingTag<Padding::Zeros>{}, DimsTag<2>{});
+    case Padding::Border: return body(InterpTag<I>{}, PaddingTag<Padding::Border>{}, DimsTag<2>{});
+    case Padding::Reflection: return body(InterpTag<I>{}, PaddingTag<Padding::Reflection>{}, DimsTag<2>{});
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown padding mode ", static_cast<int64_t>(pb.padding));
+}
+
+/// Calls body(InterpTag, PaddingTag, DimsTag) with the call's settings as compile-time constants.
+template <typename F>
+void dispatch_sampler(const Problem& pb, const F& body) {
+  TORCH_CHECK(pb.dims() == 2, "grid_encoder: only 2-D sampling is built, got a grid with last dimension ",
+              pb.dims());
+  switch (pb.interp) {
+    case Interp::Bilinear: return dispatch_padding<Interp::Bilinear>(pb, body);
+    case Interp::Nearest: return dispatch_padding<Interp::Nearest>(pb, body);
+    case Interp::Bicubic: return dispatch_padding<Interp::Bicubic>(pb, body);
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(pb.interp));
+}
+
+}  // namespace grid_encoder

@@ -1,0 +1,98 @@
+// CPU loops around the per-point math of sample_math.h.
+//
+// Point-wise outputs (output, grad_grid, d grad_output, d grid) are split over points. Scatter
+// targets (grad_input, d input) are split over (batch, channel) pairs instead: each thread owns the
+// channels it writes, so accumulation needs no atomics and the result does not depend on timing.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "kernels.h"
+
+namespace grid_encoder {
+namespace {
+
+struct PlainAdd {
+  template <typename acc_t>
+  void operator()(acc_t* target, acc_t value) const { *target += value; }
+};
+
+/// Work items of about this many multiply-adds per thread task.
+constexpr int64_t kGrainWork = 1 << 15;
+
+/// Calls body(point) for every (n, p) pair, in parallel.
+template <typename F>
+void for_each_point(const Problem& pb, int64_t work_per_point, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_point));
+  at::parallel_for(0, pb.sample_count(), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t point = begin; point < end; ++point) body(point);
+  });
+}
+
+/// Calls body(point, c_begin, c_end) so that every (n, c) pair belongs to exactly one thread.
+template <typename F>
+void for_each_channel_owner(const Problem& pb, const F& body) {
+  const int64_t channels = pb.channels(), points = pb.points();
+  if (channels == 0 || points == 0) return;
+  at::parallel_for(0, pb.batch() * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin / channels; n * channels < end; ++n) {
+      const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
+      const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
+      for (int64_t p = 0; p < points; ++p) body(n * points + p, c_begin, c_end);
+    }
+  });
+}
+
+/// Runs body<scalar_t, I, P, kDims>(args) for the call's dtype and settings.
+#define GRID_ENCODER_CPU_DISPATCH(pb, NAME, ...)                                                      \
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), NAME, [&] {                                      \
+    dispatch_sampler(pb, [&](auto interp_tag, auto padding_tag, auto dims_tag) {                     \
+      constexpr Interp I = decltype(interp_tag)::value;                                               \
+      constexpr Padding P = decltype(padding_tag)::value;                                             \
+      constexpr int kDims = decltype(dims_tag)::value;                                                \
+      constexpr int64_t kTaps = PointTaps<double, I, P, kDims>::kTaps;                                \
+      const auto args = make_args<scalar_t, kDims>(pb);                                               \
+      (void)kTaps;                                                                                    \
+      __VA_ARGS__                                                                                     \
+    });                                                                                               \
+  })
+
+}  // namespace
+
+void forward_cpu(const Problem& pb) {
+  GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_forward_cpu", {
+    for_each_point(pb, pb.channels() * kTaps,
+                   [&](int64_t point) { forward_point<scalar_t, I, P, kDims>(args, point); });
+  });
+}
+
+void backward_cpu(const Problem& pb) {
+  GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_backward_cpu", {
+    if (pb.grad_grid.defined()) {
+      for_each_point(pb, pb.channels() * kTaps * kDims,
+                     [&](int64_t point) { backward_grid_point<scalar_t, I, P, kDims>(args, point); });
+    }
+    if (pb.grad_input.defined()) {
+      for_each_channel_owner(pb, [&](int64_t point, int64_t c_begin, int64_t c_end) {
+        backward_input_point<scalar_t, I, P, kDims>(args, point, c_begin, c_end, PlainAdd{});
+      });
+    }
+  });
+}
+
+void double_backward_cpu(const Problem& pb) {
+  GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_double_backward_cpu", {
+    if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined()) {
+      for_each_point(pb, pb.channels() * kTaps * (kDims + 1) * 2,
+                     [&](int64_t point) { double_backward_point<scalar_t, I, P, kDims>(args, point); });
+    }
+    if (pb.input_grad_out.defined()) {
+      for_each_channel_owner(pb, [&](int64_t point, int64_t c_begin, int64_t c_end) {
+        double_backward_input_point<scalar_t, I, P, kDims>(args, point, c_begin, c_end, PlainAdd{});
+      });
+    }
+  });
+}
+
+}  // namespace grid_encoder
