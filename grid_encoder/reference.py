@@ -46,12 +46,14 @@ def _axis_taps(g, size, mode, padding_mode, align_corners):
         x = (g + 1) / 2 * (size - 1)
     else:
         x = ((g + 1) * size - 1) / 2
-    if mode == "bicubic":
+    if mode == "bicubic":  # a NaN or infinite coordinate reads nothing, whatever the padding
+        finite = torch.isfinite(x)
+        x = torch.where(finite, x, torch.full_like(x, -100.0))
         x0 = torch.floor(x)
         t = x - x0
         weight = torch.stack([_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)], -1)
         taps = x0.detach().unsqueeze(-1) + torch.arange(-1, 3, dtype=x.dtype, device=x.device)
-        index = _sanitize(_pad(taps, size, padding_mode, align_corners))
+        index = torch.where(finite.unsqueeze(-1), _sanitize(_pad(taps, size, padding_mode, align_corners)), -100.0)
         return index.long(), weight
     x = _sanitize(_pad(x, size, padding_mode, align_corners))
     if mode == "nearest":

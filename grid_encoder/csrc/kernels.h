@@ -33,7 +33,11 @@ struct Problem {
   int64_t dims() const { return grid.size(-1); }
   int64_t batch() const { return input.size(0); }
   int64_t channels() const { return input.size(1); }
-  int64_t points() const { return grid.numel() / (grid.size(0) * grid.size(-1)); }
+  int64_t points() const {  // output points per batch item: Ho * Wo
+    int64_t count = 1;
+    for (int64_t d = 1; d < grid.dim() - 1; ++d) count *= grid.size(d);
+    return count;
+  }
   int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
 };
 

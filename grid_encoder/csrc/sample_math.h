@@ -143,6 +143,9 @@ struct AxisTaps {
     T x = unnormalize(grid_value, size, align_corners, slope);
     if constexpr (I == Interp::Bicubic) {
       // Weights follow the unpadded coordinate; each tap's integer position is padded on its own.
+      // A NaN or infinite coordinate reads nothing, as in the other modes, whatever the padding.
+      const bool finite = ::isfinite(x);
+      if (!finite) x = T(-100);
       const T x0 = ::floor(x);
       const T t = x - x0;
       const T s[4] = {t + 1, t, 1 - t, 2 - t};
@@ -162,8 +165,9 @@ struct AxisTaps {
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         T unused_slope = 1;
-        index[k] = static_cast<int64_t>(
-            sanitize(pad_coordinate<P>(x0 + T(k - 1), size, align_corners, unused_slope)));
+        index[k] = finite ? static_cast<int64_t>(
+                                sanitize(pad_coordinate<P>(x0 + T(k - 1), size, align_corners, unused_slope)))
+                          : int64_t(-100);
       }
     } else {
       x = sanitize(pad_coordinate<P>(x, size, align_corners, slope));

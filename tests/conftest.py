@@ -1,0 +1,81 @@
+"""Shared fixtures and input makers. Every test draws fresh random inputs from a seed of its own."""
+import itertools
+import os
+import sys
+import zlib
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+MODES = ["bilinear", "nearest", "bicubic"]
+PADDINGS = ["zeros", "border", "reflection"]
+SETTINGS = list(itertools.product(MODES, PADDINGS, [True, False]))
+SETTING_IDS = [f"{m}-{p}-{'align' if a else 'noalign'}" for m, p, a in SETTINGS]
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed(request):
+    """A different, reproducible seed for every test."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+def random_grid(n, ho, wo, dtype=torch.float64, device="cpu", reach=1.6):
+    """Grid values uniform in [-reach, reach]: inside and well outside the input."""
+    return (torch.rand(n, ho, wo, 2, dtype=dtype, device=device) * 2 - 1) * reach
+
+
+def off_edge_grid(n, ho, wo, size_hw, align_corners, dtype=torch.float64, device="cpu"):
+    """Grid whose pixel coordinates keep at least 0.15 px from every integer and half-integer, where
+    the op has kinks (cell edges, clip limits, reflection folds, nearest's rounding), and reach up
+    to 2 px outside the input."""
+    coords = []
+    for size in (size_hw[1], size_hw[0]):  # x follows width, y follows height
+        whole = torch.randint(-2, size + 2, (n, ho, wo), device=device).to(dtype)
+        frac = torch.rand(n, ho, wo, dtype=dtype, device=device) * 0.2 + 0.15
+        frac = torch.where(torch.rand(n, ho, wo, device=device) < 0.5, frac, 1 - frac)
+        pixel = whole + frac
+        coords.append(2 * pixel / (size - 1) - 1 if align_corners else (2 * pixel + 1) / size - 1)
+    return torch.stack(coords, -1)
+
+
+def grads_or_zeros(outputs, inputs, grad_outputs, **kwargs):
+    """torch.autograd.grad that returns zeros for inputs the outputs do not depend on."""
+    grads = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True, **kwargs)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+
+
+def first_and_second_order(fn, input, grid, mode, padding, align, ggi=True, ggg=True, seed=0):
+    """Output, first-order gradients and second-order gradients of fn under random cotangents.
+
+    Returns (output, grad_input, grad_grid, d_grad_output, d_input, d_grid); the random cotangents
+    come from `seed`, so two functions called with the same seed see the same ones.
+    """
+    input = input.detach().requires_grad_()
+    grid = grid.detach().requires_grad_()
+    out = fn(input, grid, mode, padding, align)
+    gen = torch.Generator().manual_seed(seed)
+
+    def cotangent(like):  # drawn on the CPU in float64, so every device and dtype sees the same numbers
+        return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
+
+    grad_out = cotangent(out).requires_grad_()
+    grad_input, grad_grid = grads_or_zeros(out, (input, grid), grad_out, create_graph=True)
+    loss = 0
+    if ggi:
+        loss = loss + (grad_input * cotangent(grad_input)).sum()
+    if ggg:
+        loss = loss + (grad_grid * cotangent(grad_grid)).sum()
+    if not torch.is_tensor(loss) or not loss.requires_grad:  # no second-order dependence at all
+        second = [torch.zeros_like(grad_out), torch.zeros_like(input), torch.zeros_like(grid)]
+    else:
+        second = grads_or_zeros(loss, (grad_out, input, grid), None)
+    return [out, grad_input, grad_grid] + second

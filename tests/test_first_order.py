@@ -1,0 +1,116 @@
+"""Forward and first-order gradients equal torch.nn.functional.grid_sample."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from conftest import SETTING_IDS, SETTINGS, random_grid
+from grid_encoder import grid_sample
+
+TIGHT = dict(rtol=1e-12, atol=1e-12)
+
+
+def first_order(fn, input, grid, grad_output, *settings):
+    input = input.detach().requires_grad_()
+    grid = grid.detach().requires_grad_()
+    out = fn(input, grid, *settings)
+    grad_input, grad_grid = torch.autograd.grad(out, (input, grid), grad_output)
+    return out, grad_input, grad_grid
+
+
+def assert_matches_torch(input, grid, mode, padding, align, **tol):
+    grad_output = torch.randn(input.shape[0], input.shape[1], *grid.shape[1:-1], dtype=input.dtype,
+                              device=input.device)
+    ours = first_order(grid_sample, input, grid, grad_output, mode, padding, align)
+    theirs = first_order(F.grid_sample, input, grid, grad_output, mode, padding, align)
+    for name, a, b in zip(("output", "grad_input", "grad_grid"), ours, theirs):
+        assert_close(a, b, msg=lambda m: f"{name}: {m}", **tol)
+
+
+@pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
+def test_matches_torch(device, mode, padding, align):
+    input = torch.randn(2, 3, 7, 9, dtype=torch.float64, device=device)
+    grid = random_grid(2, 5, 6, device=device)
+    assert_matches_torch(input, grid, mode, padding, align, **TIGHT)
+
+
+@pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
+def test_matches_torch_on_lattice_points(device, mode, padding, align):
+    """Points exactly on pixel centers, cell edges and the borders, where the kinks are: the one-sided
+    derivatives chosen there are torch's too."""
+    input = torch.randn(1, 2, 4, 5, dtype=torch.float64, device=device)
+    axis = torch.linspace(-1.5, 1.5, 13, dtype=torch.float64, device=device)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).unsqueeze(0)
+    grad_output = torch.randn(1, 2, 13, 13, dtype=torch.float64, device=device)
+    ours = first_order(grid_sample, input, grid, grad_output, mode, padding, align)
+    theirs = first_order(F.grid_sample, input, grid, grad_output, mode, padding, align)
+    assert_close(ours[0], theirs[0], **TIGHT)
+    assert_close(ours[1], theirs[1], **TIGHT)
+    assert_close(ours[2], theirs[2], **TIGHT)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
+def test_non_contiguous_inputs(device, mode, layout):
+    base = torch.randn(2, 6, 9, 11, dtype=torch.float64, device=device)
+    grid = random_grid(2, 7, 8, device=device)
+    if layout == "channels_last":
+        input = base.to(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        input = base[:, ::2, 1:, ::3]
+        grid = random_grid(2, 14, 8, device=device)[:, ::2]
+    else:
+        input = base.transpose(2, 3)
+        grid = random_grid(2, 8, 7, device=device).transpose(1, 2)
+    assert not input.is_contiguous()
+    assert_matches_torch(input, grid, mode, "reflection", False, **TIGHT)
+
+
+def test_non_contiguous_grad_output(device):
+    input = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
+    grid = random_grid(2, 4, 5, device=device).requires_grad_()
+    grad_output = torch.randn(2, 1, 4, 5, dtype=torch.float64, device=device).expand(2, 3, 4, 5)
+    ours = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), grad_output)
+    theirs = torch.autograd.grad(F.grid_sample(input, grid, "bicubic", "border", align_corners=True),
+                                 (input, grid), grad_output)
+    for a, b in zip(ours, theirs):
+        assert_close(a, b, **TIGHT)
+
+
+@pytest.mark.parametrize("mode,padding,align", SETTINGS[::4], ids=SETTING_IDS[::4])
+def test_float32_matches_torch(device, mode, padding, align):
+    input = torch.randn(2, 4, 8, 8, device=device)
+    grid = random_grid(2, 6, 6, dtype=torch.float32, device=device)
+    assert_matches_torch(input, grid, mode, padding, align, rtol=1e-5, atol=1e-5)
+
+
+def test_default_arguments_are_bilinear_zeros_align_corners(device):
+    input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device)
+    grid = random_grid(2, 4, 4, device=device)
+    expected = F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    assert_close(grid_sample(input, grid), expected, **TIGHT)
+    assert (grid_sample(input, grid) - F.grid_sample(input, grid, align_corners=False)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (5, 1)])
+@pytest.mark.parametrize("mode,padding,align", SETTINGS[::3], ids=SETTING_IDS[::3])
+def test_size_one_axes(device, size, mode, padding, align):
+    input = torch.randn(1, 2, *size, dtype=torch.float64, device=device)
+    grid = random_grid(1, 3, 4, device=device)
+    assert_matches_torch(input, grid, mode, padding, align, **TIGHT)
+
+
+def test_only_requested_gradients(device):
+    """Backward computes grad_input alone, or grad_grid alone, with the same values as together."""
+    input = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    grid = random_grid(1, 4, 4, device=device)
+    grad_output = torch.randn(1, 3, 4, 4, dtype=torch.float64, device=device)
+    both_input, both_grid = first_order(grid_sample, input, grid, grad_output, "bicubic", "zeros", True)[1:]
+    x = input.clone().requires_grad_()
+    (only_input,) = torch.autograd.grad(grid_sample(x, grid, "bicubic"), (x,), grad_output)
+    g = grid.clone().requires_grad_()
+    (only_grid,) = torch.autograd.grad(grid_sample(input, g, "bicubic"), (g,), grad_output)
+    assert_close(only_input, both_input, **TIGHT)
+    assert_close(only_grid, both_grid, **TIGHT)
+    gi, gg = torch.ops.grid_encoder.grid_sample_backward(grad_output, input, grid, 2, 0, True, [True, False])
+    assert gg.shape == (0,) and gi.shape == input.shape

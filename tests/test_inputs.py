@@ -1,0 +1,125 @@
+"""Bad arguments, empty tensors and non-finite grid values."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from conftest import MODES, PADDINGS, first_and_second_order, random_grid
+from grid_encoder import grid_sample
+
+f64 = torch.float64
+
+
+def _bad_cases(device):
+    x = torch.randn(2, 3, 5, 6, dtype=f64, device=device)
+    g = random_grid(2, 4, 4, device=device)
+    other_device = "cpu" if device != "cpu" else "meta"
+    return [
+        ((x.tolist(), g), {}, TypeError, r"expected input to be a torch.Tensor, got list"),
+        ((x, None), {}, TypeError, r"expected grid to be a torch.Tensor, got NoneType"),
+        ((x, g), dict(mode="linear"), ValueError, r"mode must be 'bilinear', 'nearest' or 'bicubic', got 'linear'"),
+        ((x, g), dict(padding_mode="mirror"), ValueError, r"padding_mode must be .*got 'mirror'"),
+        ((x, g), dict(align_corners=None), TypeError, r"align_corners must be a bool, got None"),
+        ((x[0], g), {}, ValueError, r"expected input of shape \(N, C, H, W\), got shape \(3, 5, 6\)"),
+        ((x[None], g), {}, ValueError, r"5-D \(volumetric\) input is not supported yet, got input of shape "
+                                       r"\(1, 2, 3, 5, 6\)"),
+        ((x, g[..., :1]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\), got shape \(2, 4, 4, 1\)"),
+        ((x, g[0]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\), got shape \(4, 4, 2\)"),
+        ((x, g[:1]), {}, ValueError, r"same batch size N, got grid of shape \(1, 4, 4, 2\) and input of shape "
+                                     r"\(2, 3, 5, 6\)"),
+        ((x[:, :, :0], g), {}, ValueError, r"non-empty spatial dimensions, got shape \(2, 3, 0, 6\)"),
+        ((x.long(), g.long()), {}, TypeError, r"expected floating-point input and grid, got input of dtype "
+                                              r"torch.int64 and grid of dtype torch.int64"),
+        ((x, g.float()), {}, TypeError, r"same dtype, got input of dtype torch.float64 and grid of dtype "
+                                        r"torch.float32"),
+        ((x, g.to(other_device)), {}, ValueError, r"same device, got input on .* and grid on "),
+    ]
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_bad_arguments_raise_clear_errors_and_leave_nothing_broken(device, case):
+    args, kwargs, error, message = _bad_cases(device)[case]
+    with pytest.raises(error, match=message):
+        grid_sample(*args, **kwargs)
+    x = torch.randn(1, 2, 4, 4, dtype=f64, device=device)
+    g = random_grid(1, 3, 3, device=device)
+    assert_close(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), rtol=1e-12, atol=1e-12)
+
+
+def test_half_on_cpu_is_refused():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"torch.float16 is supported on CUDA only, got it on cpu"):
+        grid_sample(x, random_grid(1, 2, 2, dtype=torch.float16))
+
+
+def test_operators_check_their_arguments():
+    """The C++ entry points validate too (they can be called directly, and asserts vanish under -O)."""
+    x = torch.randn(2, 3, 5, 6, dtype=f64)
+    g = random_grid(2, 4, 4)
+    ops = torch.ops.grid_encoder
+    with pytest.raises(RuntimeError, match=r"expected grid of shape \(N, Ho, Wo, 2\) for input of shape"):
+        ops.grid_sample_forward(x, g[..., :1], 0, 0, True)
+    with pytest.raises(RuntimeError, match=r"interpolation must be 0 \(bilinear\), 1 \(nearest\) or 2 "
+                                           r"\(bicubic\), got 7"):
+        ops.grid_sample_forward(x, g, 7, 0, True)
+    with pytest.raises(RuntimeError, match=r"padding must be .*got -1"):
+        ops.grid_sample_forward(x, g, 0, -1, True)
+    with pytest.raises(RuntimeError, match=r"expected grad_output of shape \[2, 3, 4, 4\], got \[2, 3, 4\]"):
+        ops.grid_sample_backward(torch.zeros(2, 3, 4, dtype=f64), x, g, 0, 0, True, [True, True])
+    with pytest.raises(RuntimeError, match=r"expected grad_grad_grid of dtype Double"):
+        ops.grid_sample_double_backward(None, g.float(), torch.zeros(2, 3, 4, 4, dtype=f64), x, g, 0, 0, True,
+                                        [True, True, True])
+
+
+EMPTY_SHAPES = [((0, 3, 5, 6), (0, 4, 4)), ((2, 0, 5, 6), (2, 4, 4)), ((2, 3, 5, 6), (2, 0, 4)),
+                ((2, 3, 5, 6), (2, 4, 0))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("input_shape,grid_shape", EMPTY_SHAPES)
+def test_empty_tensors(device, mode, input_shape, grid_shape):
+    input = torch.randn(*input_shape, dtype=f64, device=device)
+    grid = random_grid(*grid_shape, device=device)
+    result = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
+    expected_shapes = [(*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, 2),
+                       (*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, 2)]
+    for tensor, shape in zip(result, expected_shapes):
+        assert tuple(tensor.shape) == shape
+        assert torch.all(tensor == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_non_finite_grid_values_stay_local(device, mode, padding):
+    """NaN, +-inf and huge values read nothing out of bounds and leave every other sample as it was."""
+    input = torch.randn(2, 3, 5, 6, dtype=f64, device=device)
+    clean = random_grid(2, 4, 6, device=device)
+    bad = clean.clone()
+    bad_values = [math.nan, math.inf, -math.inf, 1e30, -1e30, 3e9]
+    bad_mask = torch.zeros(2, 4, 6, dtype=torch.bool, device=device)
+    for i, value in enumerate(bad_values):
+        bad[i % 2, i % 4, i, i % 2] = value
+        bad_mask[i % 2, i % 4, i] = True
+    keep = (~bad_mask).unsqueeze(1).to(f64)
+    # The same cotangent on both, zero at the bad points, so only good points reach the gradients.
+    results = []
+    for grid in (clean, bad):
+        gen = torch.Generator().manual_seed(0)
+        x = input.clone().requires_grad_()
+        g = grid.clone().requires_grad_()
+        out = grid_sample(x, g, mode, padding, True)
+        grad_out = torch.randn(out.shape, generator=gen, dtype=f64).to(device) * keep
+        grad_input, grad_grid = torch.autograd.grad(out, (x, g), grad_out, create_graph=True)
+        ggg = torch.randn(grid.shape, generator=gen, dtype=f64).to(device) * (~bad_mask).unsqueeze(-1)
+        loss = (grad_grid * ggg).sum() + grad_input.square().sum()
+        d_input = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
+        results.append((out * keep, grad_input, grad_grid * (~bad_mask).unsqueeze(-1), d_input))
+    for a, b in zip(*results):
+        if a is not None:
+            assert_close(a, b, rtol=1e-12, atol=1e-12)
+    out_bad, grad_input_bad = results[1][:2]
+    assert torch.isfinite(out_bad).all() and torch.isfinite(grad_input_bad).all()
+    nan_point = grid_sample(input, bad, mode, padding, True)[0, :, 0, 0]
+    assert torch.all(nan_point == 0), f"a NaN sample reads nothing, got {nan_point}"

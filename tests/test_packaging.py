@@ -1,0 +1,105 @@
+"""Operator registration (opcheck), torch.compile, the drop-in folder workflow and the build cache."""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from conftest import random_grid
+from grid_encoder import grid_sample
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ops = torch.ops.grid_encoder
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_opcheck(device, mode):
+    input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device, requires_grad=True)
+    grid = random_grid(2, 4, 3, device=device).requires_grad_()
+    grad_output = torch.randn(2, 3, 4, 3, dtype=torch.float64, device=device, requires_grad=True)
+    ggi = torch.randn_like(input)
+    ggg = torch.randn_like(grid)
+    settings = (mode, 2, False)
+    torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings))
+    for mask in ([True, True], [True, False], [False, True]):
+        torch.library.opcheck(ops.grid_sample_backward.default, (grad_output, input, grid, *settings, mask))
+    for first, second in ((ggi, ggg), (ggi, None), (None, ggg)):
+        torch.library.opcheck(ops.grid_sample_double_backward.default,
+                              (first, second, grad_output.detach(), input.detach(), grid.detach(), *settings,
+                               [True, True, True]))
+
+
+class Triplane(torch.nn.Module):
+    def __init__(self, channels=8, resolution=16):
+        super().__init__()
+        self.planes = torch.nn.Parameter(torch.randn(3, channels, resolution, resolution) * 0.1)
+        self.head = torch.nn.Linear(channels, 1)
+
+    def forward(self, points):  # points: (P, 3) in [-1, 1]
+        coords = torch.stack([points[:, [0, 1]], points[:, [0, 2]], points[:, [1, 2]]]).unsqueeze(1)
+        features = grid_sample(self.planes, coords, "bilinear", "border").sum(0)  # (C, 1, P)
+        return self.head(features[:, 0].t()).squeeze(-1)
+
+
+def test_torch_compile_fullgraph_training_step():
+    model = Triplane()
+    points = torch.rand(256, 3) * 2 - 1
+    target = points.norm(dim=-1) - 0.5
+    compiled = torch.compile(model, fullgraph=True)
+    loss = F.mse_loss(compiled(points), target)
+    loss.backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    F.mse_loss(model(points), target).backward()
+    for a, b in zip(compiled_grads, [p.grad for p in model.parameters()]):
+        assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _run(code, cwd, env=None):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_drop_in_folder(tmp_path):
+    """A user copies grid_encoder/ into their package and imports it relatively, from any directory."""
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    shutil.copytree(os.path.join(REPO, "grid_encoder"), package / "grid_encoder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("from .grid_encoder import grid_sample\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _run(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import torch, torch.nn.functional as F
+        from mypackage.model import grid_sample
+        x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+        g = torch.rand(2, 4, 5, 2, dtype=torch.float64) * 2 - 1
+        assert torch.allclose(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), atol=1e-12)
+        print("drop-in ok")
+    """, cwd=elsewhere)
+    assert "drop-in ok" in result.stdout
+
+
+def test_cached_build_loads_quickly_in_a_new_process(tmp_path):
+    """This process built (or loaded) the extension; a new process loads it without compiling."""
+    result = _run("""
+        import time
+        import torch
+        start = time.perf_counter()
+        import grid_encoder
+        print(f"import took {time.perf_counter() - start:.2f} s")
+    """, cwd=REPO)
+    assert "compiling" not in result.stderr, result.stderr
+    seconds = float(result.stdout.split()[2])
+    assert seconds < 3, result.stdout

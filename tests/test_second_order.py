@@ -1,0 +1,91 @@
+"""Every second-order term equals the pure-PyTorch reference's; finite differences agree."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from conftest import SETTING_IDS, SETTINGS, first_and_second_order, off_edge_grid, random_grid
+from grid_encoder import grid_sample
+from grid_encoder.reference import grid_sample_reference
+
+TIGHT = dict(rtol=1e-10, atol=1e-10)
+NAMES = ("output", "grad_input", "grad_grid", "d_grad_output", "d_input", "d_grid")
+
+
+def assert_all_close(ours, theirs, **tol):
+    for name, a, b in zip(NAMES, ours, theirs):
+        assert_close(a, b, msg=lambda m: f"{name}: {m}", **tol)
+
+
+@pytest.mark.parametrize("cotangents", ["both", "grad_grad_input", "grad_grad_grid"])
+@pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
+def test_second_order_matches_reference(device, mode, padding, align, cotangents):
+    input = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device)
+    grid = random_grid(2, 4, 5, device=device)
+    flags = dict(ggi=cotangents != "grad_grad_grid", ggg=cotangents != "grad_grad_input")
+    ours = first_and_second_order(grid_sample, input, grid, mode, padding, align, **flags)
+    theirs = first_and_second_order(grid_sample_reference, input, grid, mode, padding, align, **flags)
+    assert_all_close(ours, theirs, **TIGHT)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_grid_grid_term_is_present(device, mode):
+    """d grid from grad_grad_grid alone is the grid-grid term (the mixed derivative of the bilinear
+    weights, all three second derivatives for bicubic). It is not small, and it is ours exactly."""
+    input = torch.randn(1, 4, 6, 6, dtype=torch.float64, device=device)
+    grid = random_grid(1, 8, 8, device=device, reach=0.9)
+    ours = first_and_second_order(grid_sample, input, grid, mode, "zeros", True, ggi=False)
+    theirs = first_and_second_order(grid_sample_reference, input, grid, mode, "zeros", True, ggi=False)
+    assert theirs[5].abs().max() > 1.0
+    assert_close(ours[5], theirs[5], **TIGHT)
+
+
+def test_reference_second_order_matches_torch():
+    """The oracle itself agrees with torch's composite double backward, where torch has one."""
+    input = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    grid = random_grid(2, 4, 5)
+    try:
+        torch_result = first_and_second_order(F.grid_sample, input, grid, "bicubic", "reflection", False)
+    except RuntimeError as error:
+        pytest.skip(f"this torch has no double backward for grid_sample ({error})")
+    ref_result = first_and_second_order(grid_sample_reference, input, grid, "bicubic", "reflection", False)
+    assert_all_close(ref_result, torch_result, **TIGHT)
+
+
+def test_eikonal_step(device):
+    """The SDF pattern: train through the norm of the grid gradient."""
+    def eikonal(fn, features, points):
+        features = features.detach().requires_grad_()
+        points = points.detach().requires_grad_()
+        sdf = fn(features, points, "bilinear", "border", True).sum(1)
+        (d_points,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
+        loss = ((d_points.norm(dim=-1) - 1) ** 2).sum() + sdf.square().sum()
+        return torch.autograd.grad(loss, (features, points))
+
+    features = torch.randn(2, 4, 16, 16, dtype=torch.float64, device=device)
+    points = random_grid(2, 1, 64, device=device, reach=1.0)
+    for a, b in zip(eikonal(grid_sample, features, points), eikonal(grid_sample_reference, features, points)):
+        assert_close(a, b, **TIGHT)
+
+
+GRADCHECK_CASES = [(m, p, a) for i, (m, p, a) in enumerate(SETTINGS) if i % 2 == 0] + [
+    ("bilinear", "zeros", False), ("bicubic", "reflection", True)]
+
+
+@pytest.mark.parametrize("mode,padding,align", GRADCHECK_CASES)
+def test_gradcheck_and_gradgradcheck(device, mode, padding, align):
+    input = torch.randn(1, 2, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    grid = off_edge_grid(1, 3, 3, (4, 5), align, device=device).requires_grad_()
+    fn = lambda x, g: grid_sample(x, g, mode, padding, align)
+    assert torch.autograd.gradcheck(fn, (input, grid))
+    assert torch.autograd.gradgradcheck(fn, (input, grid))
+
+
+def test_third_order_raises(device):
+    input = torch.randn(1, 2, 4, 4, dtype=torch.float64, device=device, requires_grad=True)
+    grid = random_grid(1, 3, 3, device=device).requires_grad_()
+    out = grid_sample(input, grid)
+    (grad_grid,) = torch.autograd.grad(out.sum(), grid, create_graph=True)
+    (second,) = torch.autograd.grad(grad_grid.square().sum(), input, create_graph=True)
+    with pytest.raises(NotImplementedError, match="second order"):
+        torch.autograd.grad(second.square().sum(), grid)
