@@ -1,0 +1,227 @@
+"""Times grid_encoder against torch's grid_sample and the pure-PyTorch reference.
+
+    python examples/benchmark.py [--device cuda|cpu] [--dtype float32|float16|bfloat16|float64]
+                                 [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
+
+For each workload and implementation, three steps:
+  forward   out = grid_sample(input, grid)
+  fwd+bwd   forward, then grad(out, (input, grid), grad_out)
+  eikonal   forward, grad(out, grid, ones, create_graph=True), loss = ((|grad_grid| - 1)^2).sum(),
+            grad(loss, (input, grid)): the second-order step of SDF training on feature grids.
+Times are medians of CUDA-event timings after warm-up (wall clock on the CPU); `peak` is the most memory
+allocated during the eikonal step (CUDA only). `floor/time` is the time the bytes a step must move would take
+at --bandwidth, divided by the time measured: the fraction of that bandwidth achieved (default: the
+datasheet memory bandwidth of an H100 SXM, 3.35 TB/s, or an H200, 4.8 TB/s; none on other devices).
+Ratios compare against torch from the same run.
+
+--composite loads a module with grid_sample(input, grid, align_corners) implementing torch >= 2.12's
+composite double backward (bilinear, zeros), to time it on a torch that lacks it.
+"""
+import argparse
+import csv
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from grid_encoder import grid_sample  # noqa: E402
+from grid_encoder.reference import grid_sample_reference  # noqa: E402
+
+# name: (input shape, grid shape, mode) on the GPU and on the CPU (smaller, so it finishes in minutes)
+WORKLOADS = {
+    "seed_example": (((10, 3, 100, 150), (10, 13, 17, 2)), ((10, 3, 100, 150), (10, 13, 17, 2)), "bilinear"),
+    "triplane_262k": (((3, 32, 512, 512), (3, 1, 262144, 2)), ((3, 32, 256, 256), (3, 1, 65536, 2)), "bilinear"),
+    "warp_dense": (((8, 16, 256, 256), (8, 256, 256, 2)), ((4, 16, 128, 128), (4, 128, 128, 2)), "bilinear"),
+    "triplane_1M": (((3, 16, 1024, 1024), (3, 1, 1048576, 2)), None, "bilinear"),
+    "warp_bicubic": (((8, 16, 256, 256), (8, 256, 256, 2)), ((4, 16, 128, 128), (4, 128, 128, 2)), "bicubic"),
+}
+STEPS = ("forward", "fwd+bwd", "eikonal")
+
+
+def time_call(fn, device, repeats):
+    """Median seconds of fn() after warm-up."""
+    for _ in range(2):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def make_step(step, sample, input, grid):
+    if step == "forward":
+        def run():
+            with torch.no_grad():
+                return sample(input, grid)
+        return run
+    x = input.detach().requires_grad_()
+    g = grid.detach().requires_grad_()
+    if step == "fwd+bwd":
+        grad_out = torch.randn_like(sample(input.detach(), grid.detach()))
+        return lambda: torch.autograd.grad(sample(x, g), (x, g), grad_out)
+
+    def eikonal():
+        out = sample(x, g)
+        (grad_grid,) = torch.autograd.grad(out, g, torch.ones_like(out), create_graph=True)
+        loss = ((grad_grid.norm(dim=-1) - 1) ** 2).sum()
+        return torch.autograd.grad(loss, (x, g))
+    return eikonal
+
+
+def byte_floor(step, input, grid, mode):
+    """Bytes that the kernels of a step must read and write at the least: every tensor once, the input
+    only as far as the samples touch it."""
+    elt = input.element_size()
+    taps = {"nearest": 1, "bilinear": 4, "bicubic": 16}[mode]
+    n, c = input.shape[:2]
+    points = grid[..., 0].numel()
+    image = input.numel() * elt
+    touched = min(image, points * taps * c * elt)
+    out = n * c * (points // n) * elt
+    coords = grid.numel() * elt
+    forward = touched + coords + out
+    if step == "forward":
+        return forward
+    if step == "fwd+bwd":  # + read grad_out, grid, input; write grad_input, grad_grid
+        return forward + out + coords + touched + image + coords
+    # eikonal: forward; backward to grid (read grad_out, grid, input; write grad_grid); double backward
+    # (read grad_grad_grid, grad_out, grid, input; write d input, d grid)
+    return forward + (out + coords + touched + coords) + (coords + out + coords + touched + image + coords)
+
+
+def implementations(mode, composite):
+    impls = {
+        "grid_encoder": lambda x, g: grid_sample(x, g, mode, "zeros", True),
+        "torch": lambda x, g: F.grid_sample(x, g, mode, "zeros", align_corners=True),
+        "reference": lambda x, g: grid_sample_reference(x, g, mode, "zeros", True),
+    }
+    if composite is not None and mode == "bilinear":
+        impls["composite"] = lambda x, g: composite.grid_sample(x, g, True)
+    return impls
+
+
+def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth):
+    input_shape, grid_shape = shapes
+    input = torch.randn(input_shape, device=device, dtype=dtype)
+    grid = (torch.rand(grid_shape, device=device, dtype=torch.float32) * 2 - 1).to(dtype)
+    rows = []
+    for step in STEPS:
+        floor = byte_floor(step, input, grid, mode) / bandwidth if bandwidth else None
+        for impl, sample in implementations(mode, composite).items():
+            if impl == "composite" and step != "eikonal":
+                continue
+            row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None,
+                       floor_ms=floor * 1e3 if floor else None)
+            try:
+                run = make_step(step, sample, input, grid)
+                row["ms"] = time_call(run, device, repeats) * 1e3
+                if device.type == "cuda" and step == "eikonal":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    run()
+                    torch.cuda.synchronize()
+                    row["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+            except (RuntimeError, NotImplementedError) as error:
+                row["error"] = str(error).splitlines()[0][:60]
+            rows.append(row)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def print_table(rows):
+    print(f"{'workload':<14} {'step':<8} {'impl':<13} {'ms':>9} {'vs torch':>9} {'floor/time':>10} {'peak MiB':>9}")
+    for row in rows:
+        torch_row = next((r for r in rows if r["workload"] == row["workload"] and r["step"] == row["step"]
+                          and r["impl"] == "torch"), None)
+        if row["ms"] is None:
+            print(f"{row['workload']:<14} {row['step']:<8} {row['impl']:<13} {'-':>9}  ({row['error']})")
+            continue
+        ratio = (f"{row['ms'] / torch_row['ms']:.2f}x" if torch_row and torch_row["ms"] else "-")
+        peak = f"{row['peak_mib']:.0f}" if row["peak_mib"] is not None else "-"
+        efficiency = f"{100 * row['floor_ms'] / row['ms']:.0f}%" if row["floor_ms"] else "-"
+        print(f"{row['workload']:<14} {row['step']:<8} {row['impl']:<13} {row['ms']:>9.3f} {ratio:>9} "
+              f"{efficiency:>10} {peak:>9}")
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib, which is not installed; skipped")
+        return
+    labels, ratios = [], []
+    for row in rows:
+        base = next((r for r in rows if r["workload"] == row["workload"] and r["step"] == row["step"]
+                     and r["impl"] == "torch" and r["ms"]), None)
+        if row["impl"] == "grid_encoder" and base and row["ms"]:
+            labels.append(f"{row['workload']}\n{row['step']}")
+            ratios.append(row["ms"] / base["ms"])
+    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.8), 4))
+    ax.bar(range(len(ratios)), ratios)
+    ax.axhline(1.0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("grid_encoder time / torch time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    parser.add_argument("--workload", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 20 GPU, 5 CPU)")
+    parser.add_argument("--bandwidth", type=float, help="memory bandwidth in bytes/s for the floor/time column")
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--plot", help="draw grid_encoder/torch ratios into this PNG (needs matplotlib)")
+    parser.add_argument("--composite", help="a .py file with grid_sample(input, grid, align_corners)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    repeats = args.repeats or (20 if device.type == "cuda" else 5)
+    composite = None
+    if args.composite:
+        spec = importlib.util.spec_from_file_location("composite", args.composite)
+        composite = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(composite)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    bandwidth = args.bandwidth or (4.8e12 if "H200" in name else 3.35e12 if "H100" in name else None)
+    print(f"grid_encoder benchmark: {name}, torch {torch.__version__}, {args.dtype}")
+    rows = []
+    for workload in args.workload:
+        gpu_shapes, cpu_shapes, mode = WORKLOADS[workload]
+        shapes = gpu_shapes if device.type == "cuda" else cpu_shapes
+        if shapes is None:
+            continue
+        rows += measure(workload, shapes, mode, device, dtype, repeats, composite, bandwidth)
+    print_table(rows)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["workload", "step", "impl", "ms", "peak_mib", "floor_ms", "error"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()
