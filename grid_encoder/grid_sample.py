@@ -7,41 +7,48 @@ Three operators, each the derivative of the one before:
     grid_encoder::grid_sample_double_backward  (d grad_output, d input, d grid), only those requested
 
 Autograd chains them with ``torch.library.register_autograd``; ``register_fake`` gives their shapes
-to ``torch.compile``.
+to ``torch.compile``. The double backward's own derivative is the vector-Jacobian product of its
+pure-PyTorch twin (``reference.double_backward_reference``), so every order is exact.
 
-| derivative                     | bilinear | nearest | bicubic |
-|--------------------------------|----------|---------|---------|
-| forward                        | yes      | yes     | yes     |
-| d/d input, d/d grid            | yes      | yes (d/d grid = 0) | yes |
-| every second-order term        | yes      | yes (grid terms = 0) | yes |
-| third and higher order         | raises NotImplementedError              |
+| derivative            | bilinear (trilinear) | nearest              | bicubic (tricubic) |
+|-----------------------|----------------------|----------------------|--------------------|
+| forward               | kernel               | kernel               | kernel             |
+| d/d input, d/d grid   | kernel               | kernel (d/d grid = 0) | kernel            |
+| second order          | kernel, every term   | kernel (grid terms 0) | kernel, every term |
+| third and higher      | pure PyTorch, exact  | pure PyTorch, exact  | pure PyTorch, exact |
 """
 import torch
 
 from . import _build
+from .reference import double_backward_reference
 
 _build.load()
 _ops = torch.ops.grid_encoder
 
 _INTERPOLATION = {"bilinear": 0, "nearest": 1, "bicubic": 2}
 _PADDING = {"zeros": 0, "border": 1, "reflection": 2}
-_NEAREST = _INTERPOLATION["nearest"]
+_MODE_NAMES = {code: name for name, code in _INTERPOLATION.items()}
+_PADDING_NAMES = {code: name for name, code in _PADDING.items()}
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True):
     """Samples ``input`` at the locations in ``grid``, like ``torch.nn.functional.grid_sample``.
 
     Args:
-        input: ``(N, C, H, W)`` tensor, float32 or float64 (also float16 or bfloat16 on CUDA), any strides.
-        grid: ``(N, Ho, Wo, 2)`` tensor of the same dtype and device; ``grid[..., 0]`` is x (width) and
-            ``grid[..., 1]`` is y (height), with -1 and 1 at the edges of the input.
-        mode: ``'bilinear'``, ``'nearest'`` or ``'bicubic'``.
+        input: ``(N, C, H, W)`` image or ``(N, C, D, H, W)`` volume, float32 or float64 (also float16 or
+            bfloat16 on CUDA), any strides.
+        grid: ``(N, Ho, Wo, 2)`` or ``(N, Do, Ho, Wo, 3)`` tensor of the same dtype and device;
+            ``grid[..., 0]`` is x (width), ``grid[..., 1]`` is y (height), ``grid[..., 2]`` is z (depth),
+            with -1 and 1 at the edges of the input.
+        mode: ``'bilinear'`` (trilinear on volumes), ``'nearest'`` or ``'bicubic'`` (tricubic on volumes:
+            torch's bicubic kernel along each axis, 64 taps; torch itself refuses it).
         padding_mode: ``'zeros'``, ``'border'`` or ``'reflection'``.
         align_corners: as in torch, but True by default: -1 and 1 are the centers of the corner pixels.
 
     Returns:
-        ``(N, C, Ho, Wo)`` tensor, equal to torch's result. It is differentiable twice with respect to
-        ``input`` and ``grid``, including every second-order term (``create_graph=True`` works).
+        ``(N, C, Ho, Wo)`` or ``(N, C, Do, Ho, Wo)`` tensor, equal to torch's result. It is differentiable to
+        any order with respect to ``input`` and ``grid``: orders one and two run fused kernels, higher orders
+        an exact pure-PyTorch composite.
     """
     _check_arguments(input, grid, mode, padding_mode, align_corners)
     return _ops.grid_sample_forward(input, grid, _INTERPOLATION[mode], _PADDING[padding_mode], align_corners)
@@ -62,13 +69,14 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
             f"grid_sample(): padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
     if not isinstance(align_corners, bool):
         raise TypeError(f"grid_sample(): align_corners must be a bool, got {align_corners!r}")
-    if input.dim() == 5:
-        raise ValueError(f"grid_sample(): 5-D (volumetric) input is not supported yet, got input of shape "
-                         f"{_shape(input)}; expected (N, C, H, W)")
-    if input.dim() != 4:
-        raise ValueError(f"grid_sample(): expected input of shape (N, C, H, W), got shape {_shape(input)}")
-    if grid.dim() != 4 or grid.shape[-1] != 2:
-        raise ValueError(f"grid_sample(): expected grid of shape (N, Ho, Wo, 2), got shape {_shape(grid)}")
+    if input.dim() not in (4, 5):
+        raise ValueError(f"grid_sample(): expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape "
+                         f"{_shape(input)}")
+    dims = input.dim() - 2
+    if grid.dim() != input.dim() or grid.shape[-1] != dims:
+        expected = "(N, Ho, Wo, 2)" if dims == 2 else "(N, Do, Ho, Wo, 3)"
+        raise ValueError(f"grid_sample(): expected grid of shape {expected} for input of shape {_shape(input)}, "
+                         f"got shape {_shape(grid)}")
     if grid.shape[0] != input.shape[0]:
         raise ValueError(f"grid_sample(): expected grid and input to have the same batch size N, got grid of "
                          f"shape {_shape(grid)} and input of shape {_shape(input)}")
@@ -160,13 +168,26 @@ def _backward_backward(ctx, grad_grad_input, grad_grad_grid):
 
 
 def _double_backward_setup(ctx, inputs, output):
-    pass
+    grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation, padding, align_corners, mask = inputs
+    ctx.save_for_backward(grad_grad_input, grad_grad_grid, grad_output, input, grid)
+    ctx.settings = (_MODE_NAMES[interpolation], _PADDING_NAMES[padding], align_corners)
+    ctx.computed = tuple(mask)
+    ctx.set_materialize_grads(False)
 
 
 def _double_backward_backward(ctx, *grads):
-    raise NotImplementedError(
-        "grid_encoder.grid_sample: derivatives up to second order are supported; a third-order derivative "
-        "was requested")
+    """Third and higher orders: the vector-Jacobian product of the pure-PyTorch double backward, which
+    is exact, and differentiable again when create_graph=True."""
+    grad_grad_input, grad_grad_grid, grad_output, input, grid = ctx.saved_tensors
+    primals = (torch.zeros_like(input) if grad_grad_input is None else grad_grad_input,
+               torch.zeros_like(grid) if grad_grad_grid is None else grad_grad_grid,
+               grad_output, input, grid)
+    cotangents = tuple(g if computed and g is not None else torch.zeros_like(like)
+                       for g, computed, like in zip(grads, ctx.computed, (grad_output, input, grid)))
+    _, vjp = torch.func.vjp(
+        lambda *tensors: double_backward_reference(*tensors, *ctx.settings), *primals)
+    result = vjp(cotangents)
+    return tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[:5])) + (None,) * 4
 
 
 torch.library.register_autograd("grid_encoder::grid_sample_forward", _forward_backward,

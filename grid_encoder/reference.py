@@ -1,11 +1,13 @@
 """Pure-PyTorch grid_sample: gathers and arithmetic only, so autograd differentiates it to any order.
 
-It is the oracle of the tests (run it in float64) and a fallback that needs no compiler. It follows
-the same semantics as the kernels (see csrc/sample_math.h): 2-D and 3-D grids, modes 'bilinear',
-'nearest' and 'bicubic', paddings 'zeros', 'border' and 'reflection', both align_corners.
-It materializes every tap of every point, so it is slow and memory-hungry.
+It is the oracle of the tests (run it in float64), and its double backward serves the third and higher
+orders of grid_encoder.grid_sample. It follows the same semantics as the kernels (see
+csrc/sample_math.h): 2-D and 3-D grids, modes 'bilinear', 'nearest' and 'bicubic', paddings 'zeros',
+'border' and 'reflection', both align_corners. It materializes every tap of every point, so it is slow
+and memory-hungry.
 """
 import torch
+import torch.func
 
 _CUBIC_A = -0.75
 _INT32_MIN, _INT32_MAX = -2.0 ** 31, 2.0 ** 31 - 1
@@ -40,6 +42,23 @@ def grid_sample_reference(input, grid, mode="bilinear", padding_mode="zeros", al
     return out.reshape(n, c, *grid.shape[1:-1])
 
 
+def double_backward_reference(grad_grad_input, grad_grad_grid, grad_output, input, grid, mode, padding_mode,
+                              align_corners):
+    """The double backward of grid_sample as a pure-PyTorch function of all five tensors.
+
+    With backward(grad_output, input, grid) = (grad_input, grad_grid), returns the vector-Jacobian product
+    of backward with (grad_grad_input, grad_grad_grid): (d grad_output, d input, d grid). torch.func keeps
+    it differentiable with respect to every argument, so its own vjp gives the third order, and so on.
+    """
+    def sample(x, g):
+        return grid_sample_reference(x, g, mode, padding_mode, align_corners)
+
+    def backward(go, x, g):
+        return torch.func.vjp(sample, x, g)[1](go)
+
+    return torch.func.vjp(backward, grad_output, input, grid)[1]((grad_grad_input, grad_grad_grid))
+
+
 def _axis_taps(g, size, mode, padding_mode, align_corners):
     """Tap indices (long; may lie outside [0, size)) and weights along one axis, shaped (N, P, taps)."""
     if align_corners:
@@ -52,15 +71,15 @@ def _axis_taps(g, size, mode, padding_mode, align_corners):
         x0 = torch.floor(x)
         t = x - x0
         weight = torch.stack([_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)], -1)
-        taps = x0.detach().unsqueeze(-1) + torch.arange(-1, 3, dtype=x.dtype, device=x.device)
+        taps = x0.unsqueeze(-1) + torch.arange(-1, 3, dtype=x.dtype, device=x.device)
         index = torch.where(finite.unsqueeze(-1), _sanitize(_pad(taps, size, padding_mode, align_corners)), -100.0)
         return index.long(), weight
     x = _sanitize(_pad(x, size, padding_mode, align_corners))
     if mode == "nearest":
-        return torch.round(x).detach().long().unsqueeze(-1), torch.ones_like(x).unsqueeze(-1)
+        return torch.round(x).long().unsqueeze(-1), torch.ones_like(x).unsqueeze(-1)
     x0 = torch.floor(x)
     t = x - x0
-    index = torch.stack([x0, x0 + 1], -1).detach().long()
+    index = torch.stack([x0, x0 + 1], -1).long()
     return index, torch.stack([1 - t, t], -1)
 
 

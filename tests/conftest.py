@@ -28,20 +28,20 @@ def _seed(request):
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
-def random_grid(n, ho, wo, dtype=torch.float64, device="cpu", reach=1.6):
-    """Grid values uniform in [-reach, reach]: inside and well outside the input."""
-    return (torch.rand(n, ho, wo, 2, dtype=dtype, device=device) * 2 - 1) * reach
+def random_grid(n, *out_spatial, dims=2, dtype=torch.float64, device="cpu", reach=1.6):
+    """Grid of shape (n, *out_spatial, dims), values uniform in [-reach, reach]: inside and well outside."""
+    return (torch.rand(n, *out_spatial, dims, dtype=dtype, device=device) * 2 - 1) * reach
 
 
-def off_edge_grid(n, ho, wo, size_hw, align_corners, dtype=torch.float64, device="cpu"):
-    """Grid whose pixel coordinates keep at least 0.15 px from every integer and half-integer, where
-    the op has kinks (cell edges, clip limits, reflection folds, nearest's rounding), and reach up
-    to 2 px outside the input."""
+def off_edge_grid(out_shape, input_spatial, align_corners, dtype=torch.float64, device="cpu"):
+    """Grid of shape (*out_shape, dims) whose pixel coordinates keep at least 0.15 px from every integer
+    and half-integer, where the op has kinks (cell edges, clip limits, reflection folds, nearest's
+    rounding), and reach up to 2 px outside the input. input_spatial: (H, W) or (D, H, W)."""
     coords = []
-    for size in (size_hw[1], size_hw[0]):  # x follows width, y follows height
-        whole = torch.randint(-2, size + 2, (n, ho, wo), device=device).to(dtype)
-        frac = torch.rand(n, ho, wo, dtype=dtype, device=device) * 0.2 + 0.15
-        frac = torch.where(torch.rand(n, ho, wo, device=device) < 0.5, frac, 1 - frac)
+    for size in reversed(input_spatial):  # grid axis 0 follows the last input dimension
+        whole = torch.randint(-2, size + 2, out_shape, device=device).to(dtype)
+        frac = torch.rand(out_shape, dtype=dtype, device=device) * 0.2 + 0.15
+        frac = torch.where(torch.rand(out_shape, device=device) < 0.5, frac, 1 - frac)
         pixel = whole + frac
         coords.append(2 * pixel / (size - 1) - 1 if align_corners else (2 * pixel + 1) / size - 1)
     return torch.stack(coords, -1)

@@ -13,11 +13,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 REDUCED_TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", MODES)
-def test_reduced_precision_matches_float32(dtype, mode):
-    input = torch.randn(2, 8, 16, 16, device="cuda").to(dtype)
-    grid = random_grid(2, 8, 8, dtype=torch.float32, device="cuda").to(dtype)
+def test_reduced_precision_matches_float32(dtype, mode, dims):
+    spatial, out_spatial = ((16, 16), (8, 8)) if dims == 2 else ((8, 8, 8), (4, 4, 4))
+    input = torch.randn(2, 8, *spatial, device="cuda").to(dtype)
+    grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float32, device="cuda").to(dtype)
     low = first_and_second_order(grid_sample, input, grid, mode, "zeros", False)
     high = first_and_second_order(grid_sample, input.float(), grid.float(), mode, "zeros", False)
     for name, a, b in zip(("output", "grad_input", "grad_grid", "d_grad_output", "d_input", "d_grid"), low, high):

@@ -22,11 +22,13 @@ def _bad_cases(device):
         ((x, g), dict(mode="linear"), ValueError, r"mode must be 'bilinear', 'nearest' or 'bicubic', got 'linear'"),
         ((x, g), dict(padding_mode="mirror"), ValueError, r"padding_mode must be .*got 'mirror'"),
         ((x, g), dict(align_corners=None), TypeError, r"align_corners must be a bool, got None"),
-        ((x[0], g), {}, ValueError, r"expected input of shape \(N, C, H, W\), got shape \(3, 5, 6\)"),
-        ((x[None], g), {}, ValueError, r"5-D \(volumetric\) input is not supported yet, got input of shape "
-                                       r"\(1, 2, 3, 5, 6\)"),
-        ((x, g[..., :1]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\), got shape \(2, 4, 4, 1\)"),
-        ((x, g[0]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\), got shape \(4, 4, 2\)"),
+        ((x[0], g), {}, ValueError, r"expected input of shape \(N, C, H, W\) or \(N, C, D, H, W\), got shape "
+                                   r"\(3, 5, 6\)"),
+        ((x[None], g), {}, ValueError, r"expected grid of shape \(N, Do, Ho, Wo, 3\) for input of shape "
+                                       r"\(1, 2, 3, 5, 6\), got shape \(2, 4, 4, 2\)"),
+        ((x, g[..., :1]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\) for input of shape "
+                                          r"\(2, 3, 5, 6\), got shape \(2, 4, 4, 1\)"),
+        ((x, g[0]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\) .*got shape \(4, 4, 2\)"),
         ((x, g[:1]), {}, ValueError, r"same batch size N, got grid of shape \(1, 4, 4, 2\) and input of shape "
                                      r"\(2, 3, 5, 6\)"),
         ((x[:, :, :0], g), {}, ValueError, r"non-empty spatial dimensions, got shape \(2, 3, 0, 6\)"),
@@ -74,17 +76,18 @@ def test_operators_check_their_arguments():
 
 
 EMPTY_SHAPES = [((0, 3, 5, 6), (0, 4, 4)), ((2, 0, 5, 6), (2, 4, 4)), ((2, 3, 5, 6), (2, 0, 4)),
-                ((2, 3, 5, 6), (2, 4, 0))]
+                ((2, 3, 5, 6), (2, 4, 0)), ((0, 3, 4, 5, 6), (0, 2, 3, 4)), ((2, 3, 4, 5, 6), (2, 2, 0, 4))]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("input_shape,grid_shape", EMPTY_SHAPES)
 def test_empty_tensors(device, mode, input_shape, grid_shape):
+    dims = len(input_shape) - 2
     input = torch.randn(*input_shape, dtype=f64, device=device)
-    grid = random_grid(*grid_shape, device=device)
+    grid = random_grid(*grid_shape, dims=dims, device=device)
     result = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
-    expected_shapes = [(*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, 2),
-                       (*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, 2)]
+    expected_shapes = [(*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, dims),
+                       (*input_shape[:2], *grid_shape[1:]), input_shape, (*grid_shape, dims)]
     for tensor, shape in zip(result, expected_shapes):
         assert tuple(tensor.shape) == shape
         assert torch.all(tensor == 0)

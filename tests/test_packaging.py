@@ -18,11 +18,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ops = torch.ops.grid_encoder
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("mode", [0, 1, 2])
-def test_opcheck(device, mode):
-    input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device, requires_grad=True)
-    grid = random_grid(2, 4, 3, device=device).requires_grad_()
-    grad_output = torch.randn(2, 3, 4, 3, dtype=torch.float64, device=device, requires_grad=True)
+def test_opcheck(device, mode, dims):
+    spatial = (5, 6) if dims == 2 else (3, 4, 5)
+    out_spatial = (4, 3) if dims == 2 else (2, 2, 3)
+    input = torch.randn(2, 3, *spatial, dtype=torch.float64, device=device, requires_grad=True)
+    grid = random_grid(2, *out_spatial, dims=dims, device=device).requires_grad_()
+    grad_output = torch.randn(2, 3, *out_spatial, dtype=torch.float64, device=device, requires_grad=True)
     ggi = torch.randn_like(input)
     ggg = torch.randn_like(grid)
     settings = (mode, 2, False)

@@ -30,9 +30,11 @@ void check_sampler(const char* op, const at::Tensor& input, const at::Tensor& gr
               ": interpolation must be 0 (bilinear), 1 (nearest) or 2 (bicubic), got ", interpolation);
   TORCH_CHECK(padding >= 0 && padding <= 2, op, ": padding must be 0 (zeros), 1 (border) or 2 (reflection), got ",
               padding);
-  TORCH_CHECK(input.dim() == 4, op, ": expected a 4-D input (N, C, H, W), got shape ", input.sizes());
-  TORCH_CHECK(grid.dim() == input.dim() && grid.size(-1) == input.dim() - 2, op,
-              ": expected grid of shape (N, Ho, Wo, 2) for input of shape ", input.sizes(), ", got ", grid.sizes());
+  TORCH_CHECK(input.dim() == 4 || input.dim() == 5, op,
+              ": expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape ", input.sizes());
+  TORCH_CHECK(grid.dim() == input.dim() && grid.size(-1) == input.dim() - 2, op, ": expected grid of shape ",
+              input.dim() == 4 ? "(N, Ho, Wo, 2)" : "(N, Do, Ho, Wo, 3)", " for input of shape ", input.sizes(),
+              ", got ", grid.sizes());
   TORCH_CHECK(grid.size(0) == input.size(0), op, ": expected grid and input to have the same batch size, got ",
               grid.size(0), " and ", input.size(0));
   for (int64_t d = 2; d < input.dim(); ++d) {

@@ -18,10 +18,10 @@ struct Problem {
   Interp interp = Interp::Bilinear;
   Padding padding = Padding::Zeros;
   bool align_corners = true;
-  at::Tensor input;        // [N, C, H, W], any strides
-  at::Tensor grid;         // [N, Ho, Wo, 2], contiguous
-  at::Tensor output;       // [N, C, Ho, Wo], contiguous (forward)
-  at::Tensor grad_output;  // [N, C, Ho, Wo], contiguous (backward, double backward)
+  at::Tensor input;        // [N, C, (D,) H, W], any strides
+  at::Tensor grid;         // [N, (Do,) Ho, Wo, dims], contiguous; dims = 2 or 3
+  at::Tensor output;       // [N, C, (Do,) Ho, Wo], contiguous (forward)
+  at::Tensor grad_output;  // like output, contiguous (backward, double backward)
   at::Tensor grad_input;   // like input (backward)
   at::Tensor grad_grid;    // like grid (backward)
   at::Tensor grad_grad_input;        // like input, any strides (double backward)
@@ -33,7 +33,7 @@ struct Problem {
   int64_t dims() const { return grid.size(-1); }
   int64_t batch() const { return input.size(0); }
   int64_t channels() const { return input.size(1); }
-  int64_t points() const {  // output points per batch item: Ho * Wo
+  int64_t points() const {  // output points per batch item: (Do *) Ho * Wo
     int64_t count = 1;
     for (int64_t d = 1; d < grid.dim() - 1; ++d) count *= grid.size(d);
     return count;
@@ -104,27 +104,32 @@ using PaddingTag = std::integral_constant<Padding, P>;
 template <int D>
 using DimsTag = std::integral_constant<int, D>;
 
-template <Interp I, typename F>
+template <int D, Interp I, typename F>
 void dispatch_padding(const Problem& pb, const F& body) {
   switch (pb.padding) {
-    case Padding::Zeros: return body(InterpTag<I>{}, PaddingTag<Padding::Zeros>{}, DimsTag<2>{});
-    case Padding::Border: return body(InterpTag<I>{}, PaddingTag<Padding::Border>{}, DimsTag<2>{});
-    case Padding::Reflection: return body(InterpTag<I>{}, PaddingTag<Padding::Reflection>{}, DimsTag<2>{});
+    case Padding::Zeros: return body(InterpTag<I>{}, PaddingTag<Padding::Zeros>{}, DimsTag<D>{});
+    case Padding::Border: return body(InterpTag<I>{}, PaddingTag<Padding::Border>{}, DimsTag<D>{});
+    case Padding::Reflection: return body(InterpTag<I>{}, PaddingTag<Padding::Reflection>{}, DimsTag<D>{});
   }
   TORCH_CHECK(false, "grid_encoder: unknown padding mode ", static_cast<int64_t>(pb.padding));
+}
+
+template <int D, typename F>
+void dispatch_interp(const Problem& pb, const F& body) {
+  switch (pb.interp) {
+    case Interp::Bilinear: return dispatch_padding<D, Interp::Bilinear>(pb, body);
+    case Interp::Nearest: return dispatch_padding<D, Interp::Nearest>(pb, body);
+    case Interp::Bicubic: return dispatch_padding<D, Interp::Bicubic>(pb, body);
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(pb.interp));
 }
 
 /// Calls body(InterpTag, PaddingTag, DimsTag) with the call's settings as compile-time constants.
 template <typename F>
 void dispatch_sampler(const Problem& pb, const F& body) {
-  TORCH_CHECK(pb.dims() == 2, "grid_encoder: only 2-D sampling is built, got a grid with last dimension ",
-              pb.dims());
-  switch (pb.interp) {
-    case Interp::Bilinear: return dispatch_padding<Interp::Bilinear>(pb, body);
-    case Interp::Nearest: return dispatch_padding<Interp::Nearest>(pb, body);
-    case Interp::Bicubic: return dispatch_padding<Interp::Bicubic>(pb, body);
-  }
-  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(pb.interp));
+  if (pb.dims() == 3) return dispatch_interp<3>(pb, body);
+  TORCH_CHECK(pb.dims() == 2, "grid_encoder: expected a 2-D or 3-D grid, got last dimension ", pb.dims());
+  dispatch_interp<2>(pb, body);
 }
 
 }  // namespace grid_encoder

@@ -23,13 +23,13 @@ struct AtomicAdd {
   for (int64_t point = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; point < a.batch * a.points;   \
        point += int64_t(gridDim.x) * blockDim.x)
 
-// args: views of input [N, C, H, W], grid [N, P, 2] and output [N, C, P]
+// args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const Args args) {
   GRID_ENCODER_FOR_EACH_SAMPLE(args, point) { forward_point<scalar_t, I, P, kDims>(args, point); }
 }
 
-// args: grad_output [N, C, P]; writes grad_grid [N, P, 2] and/or adds into grad_input [N, C, H, W]
+// args: grad_output [N, C, P]; writes grad_grid [N, P, dims] and/or adds into grad_input (like input)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads) backward_kernel(const Args args) {
   GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const Args args) {
 }
 
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
-// d grad_output [N, C, P] and d grid [N, P, 2], and/or adds into d input [N, C, H, W]
+// d grad_output [N, C, P] and d grid [N, P, dims], and/or adds into d input (like input)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads) double_backward_kernel(const Args args) {
   GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
