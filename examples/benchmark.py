@@ -39,6 +39,8 @@ WORKLOADS = {
     "warp_dense": (((8, 16, 256, 256), (8, 256, 256, 2)), ((4, 16, 128, 128), (4, 128, 128, 2)), "bilinear"),
     "triplane_1M": (((3, 16, 1024, 1024), (3, 1, 1048576, 2)), None, "bilinear"),
     "warp_bicubic": (((8, 16, 256, 256), (8, 256, 256, 2)), ((4, 16, 128, 128), (4, 128, 128, 2)), "bicubic"),
+    "volume_262k": (((1, 16, 128, 128, 128), (1, 1, 1, 262144, 3)), ((1, 16, 64, 64, 64), (1, 1, 1, 65536, 3)),
+                    "bilinear"),
 }
 STEPS = ("forward", "fwd+bwd", "eikonal")
 
@@ -87,7 +89,8 @@ def byte_floor(step, input, grid, mode):
     """Bytes that the kernels of a step must read and write at the least: every tensor once, the input
     only as far as the samples touch it."""
     elt = input.element_size()
-    taps = {"nearest": 1, "bilinear": 4, "bicubic": 16}[mode]
+    dims = grid.shape[-1]
+    taps = {"nearest": 1, "bilinear": 2 ** dims, "bicubic": 4 ** dims}[mode]
     n, c = input.shape[:2]
     points = grid[..., 0].numel()
     image = input.numel() * elt
@@ -104,13 +107,13 @@ def byte_floor(step, input, grid, mode):
     return forward + (out + coords + touched + coords) + (coords + out + coords + touched + image + coords)
 
 
-def implementations(mode, composite):
+def implementations(mode, dims, composite):
     impls = {
         "grid_encoder": lambda x, g: grid_sample(x, g, mode, "zeros", True),
         "torch": lambda x, g: F.grid_sample(x, g, mode, "zeros", align_corners=True),
         "reference": lambda x, g: grid_sample_reference(x, g, mode, "zeros", True),
     }
-    if composite is not None and mode == "bilinear":
+    if composite is not None and mode == "bilinear" and dims == 2:
         impls["composite"] = lambda x, g: composite.grid_sample(x, g, True)
     return impls
 
@@ -122,7 +125,7 @@ def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth):
     rows = []
     for step in STEPS:
         floor = byte_floor(step, input, grid, mode) / bandwidth if bandwidth else None
-        for impl, sample in implementations(mode, composite).items():
+        for impl, sample in implementations(mode, grid.shape[-1], composite).items():
             if impl == "composite" and step != "eikonal":
                 continue
             row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None,
