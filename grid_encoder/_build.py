@@ -17,8 +17,10 @@ import torch
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _CPU_SOURCES = ["grid_sample.cpp", "kernels_cpu.cpp"]
-_CUDA_SOURCES = ["kernels_cuda.cu"]
-_HEADERS = ["kernels.h", "sample_math.h"]
+# One CUDA file per operator and dimensionality (see kernels_cuda.cuh), compiled in parallel.
+_CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d.cu") for op in ("forward", "backward", "double_backward")
+                 for dims in (2, 3)]
+_HEADERS = ["kernels.h", "kernels_cuda.cuh", "sample_math.h"]
 _BUILT_MARKER = "build-complete"
 
 

@@ -14,10 +14,11 @@
 namespace grid_encoder {
 namespace {
 
-// Runs NAME##_cpu or NAME##_cuda on the problem's device (check_sampler rejects CUDA tensors in a
+// Runs NAME##_cpu or NAME##_cuda<dims> on the problem's device (check_sampler rejects CUDA tensors in a
 // build without CUDA kernels).
 #ifdef GRID_ENCODER_WITH_CUDA
-#define GRID_ENCODER_RUN(NAME, pb) ((pb).input.is_cuda() ? NAME##_cuda(pb) : NAME##_cpu(pb))
+#define GRID_ENCODER_RUN(NAME, pb)                                                                 \
+  (!(pb).input.is_cuda() ? NAME##_cpu(pb) : (pb).dims() == 3 ? NAME##_cuda<3>(pb) : NAME##_cuda<2>(pb))
 #else
 #define GRID_ENCODER_RUN(NAME, pb) NAME##_cpu(pb)
 #endif

@@ -128,6 +128,10 @@ C10_HOST_DEVICE inline T cubic_k2_d2(T s) { return T(6 * kCubicA) * s - T(10 * k
 template <Interp I>
 constexpr int kTapsPerAxis = I == Interp::Nearest ? 1 : (I == Interp::Bilinear ? 2 : 4);
 
+/// How far loops over the taps of a point unroll: fully up to 16 taps. The 64 taps of 3-D bicubic stay a
+/// loop; unrolled, they multiply the CUDA compile time and spill registers anyway.
+constexpr int unroll_taps(int taps) { return taps <= 16 ? taps : 1; }
+
 /// The taps of one sample along one axis.
 template <typename T, Interp I, Padding P>
 struct AxisTaps {
@@ -230,7 +234,7 @@ struct PointTaps {
   /// stride[e]: element stride of the image plane along grid axis e.
   C10_HOST_DEVICE TapOffsets<kTaps> offsets(const int64_t* stride) const {
     TapOffsets<kTaps> at;
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
     for (int k = 0; k < kTaps; ++k) {
       at.offset[k] = 0;
       at.inside[k] = true;
@@ -246,7 +250,7 @@ struct PointTaps {
 
   /// weight[k] = W_k, the product of the axis weights.
   C10_HOST_DEVICE void weights(T (&weight)[kTaps]) const {
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
     for (int k = 0; k < kTaps; ++k) {
       weight[k] = 1;
 #pragma unroll
@@ -258,13 +262,13 @@ struct PointTaps {
   C10_HOST_DEVICE void weight_grads(T (&grad)[kDims][kTaps]) const {
 #pragma unroll
     for (int e = 0; e < kDims; ++e)
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
       for (int k = 0; k < kTaps; ++k) grad[e][k] = derivative(k, e, -1);
   }
 
   /// along[k] = sum_e d W_k / d g_e * v_e: the derivative of W_k in grid direction v.
   C10_HOST_DEVICE void directional(const T* v, T (&along)[kTaps]) const {
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
     for (int k = 0; k < kTaps; ++k) {
       along[k] = 0;
 #pragma unroll
@@ -276,7 +280,7 @@ struct PointTaps {
   C10_HOST_DEVICE void directional_grads(const T* v, T (&grad)[kDims][kTaps]) const {
 #pragma unroll
     for (int e = 0; e < kDims; ++e)
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
       for (int k = 0; k < kTaps; ++k) {
         grad[e][k] = 0;
 #pragma unroll
@@ -304,7 +308,7 @@ struct PointTaps {
 template <typename T, int kTaps, typename scalar_t>
 C10_HOST_DEVICE inline T dot_taps(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, const scalar_t* plane) {
   T sum = 0;
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (at.inside[k]) sum += coef[k] * static_cast<T>(plane[at.offset[k]]);
   }
@@ -315,7 +319,7 @@ C10_HOST_DEVICE inline T dot_taps(const T (&coef)[kTaps], const TapOffsets<kTaps
 template <typename T, int kTaps, typename acc_t, typename Add>
 C10_HOST_DEVICE inline void scatter_taps(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, T value,
                                          acc_t* plane, const Add& add) {
-#pragma unroll
+#pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (at.inside[k]) add(plane + at.offset[k], static_cast<acc_t>(coef[k] * value));
   }

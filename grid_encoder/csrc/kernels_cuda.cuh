@@ -1,5 +1,10 @@
 // CUDA loops around the per-point math of sample_math.h: one thread per (n, p) sample, looping over
 // channels; scatter targets accumulate with atomicAdd in float32 (float64 for double inputs).
+//
+// forward_cuda<kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
+// operator and dimensionality, so that ninja compiles them in parallel.
+#pragma once
+
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -65,14 +70,13 @@ void launch(const Problem& pb, Kernel kernel, const Args& args) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-/// Runs the statement with scalar_t, I, P, kDims and args bound to the call's dtype and settings.
+/// Runs the statement with scalar_t, I, P and args bound to the call's dtype and settings.
 #define GRID_ENCODER_CUDA_DISPATCH(pb, NAME, ...)                                                    \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,                   \
                                   pb.input.scalar_type(), NAME, [&] {                                \
-    dispatch_sampler(pb, [&](auto interp_tag, auto padding_tag, auto dims_tag) {                     \
+    dispatch_interp<kDims>(pb, [&](auto interp_tag, auto padding_tag, auto) {                        \
       constexpr Interp I = decltype(interp_tag)::value;                                               \
       constexpr Padding P = decltype(padding_tag)::value;                                             \
-      constexpr int kDims = decltype(dims_tag)::value;                                                \
       const auto args = make_args<scalar_t, kDims>(pb);                                               \
       __VA_ARGS__                                                                                     \
     });                                                                                               \
@@ -80,18 +84,21 @@ void launch(const Problem& pb, Kernel kernel, const Args& args) {
 
 }  // namespace
 
+template <int kDims>
 void forward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_forward_cuda", {
     launch(pb, forward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
   });
 }
 
+template <int kDims>
 void backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_backward_cuda", {
     launch(pb, backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
   });
 }
 
+template <int kDims>
 void double_backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_double_backward_cuda", {
     launch(pb, double_backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
