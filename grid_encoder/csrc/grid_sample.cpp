@@ -71,13 +71,27 @@ std::vector<int64_t> output_shape(const at::Tensor& input, const at::Tensor& gri
   return shape;
 }
 
+/// On CUDA with several channels, the kernels read and accumulate input-like tensors channels-last: each tap
+/// of a point is then a contiguous run of channels (see kChannelBlock in sample_math.h), where channels-first
+/// data puts every channel in a separate cache sector. The CPU reads tensors in the layout they come in.
+bool channels_last_working_copy(const at::Tensor& input) { return input.is_cuda() && input.size(1) >= 4; }
+
+at::MemoryFormat channels_last_format(const at::Tensor& input) {
+  return input.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
+}
+
+/// An input-like tensor in the layout the kernels read it in.
+at::Tensor working_copy(const at::Tensor& t, const at::Tensor& input) {
+  return channels_last_working_copy(input) ? t.contiguous(channels_last_format(input)) : t;
+}
+
 Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation, int64_t padding,
                      bool align_corners) {
   Problem pb;
   pb.interp = static_cast<Interp>(interpolation);
   pb.padding = static_cast<Padding>(padding);
   pb.align_corners = align_corners;
-  pb.input = input;
+  pb.input = working_copy(input, input);
   pb.grid = grid.contiguous();
   return pb;
 }
@@ -86,14 +100,21 @@ at::ScalarType accumulation_dtype(const at::Tensor& input) {
   return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-/// A zero-filled scatter target shaped like input, in the accumulation dtype.
+/// A zero-filled scatter target shaped like input, in the accumulation dtype and the working layout.
 at::Tensor zeros_accumulator(const at::Tensor& input) {
-  return at::zeros_like(input, input.options().dtype(accumulation_dtype(input)), at::MemoryFormat::Preserve);
+  const auto options = input.options().dtype(accumulation_dtype(input));
+  if (channels_last_working_copy(input)) {
+    return at::zeros(input.sizes(), options.memory_format(channels_last_format(input)));
+  }
+  return at::zeros_like(input, options, at::MemoryFormat::Preserve);
 }
 
-/// Returns an accumulator in the dtype of input.
+/// An accumulator as a gradient of input: input's dtype, and the layout of at::empty_like(input).
 at::Tensor from_accumulator(const at::Tensor& accumulator, const at::Tensor& input) {
-  return accumulator.scalar_type() == input.scalar_type() ? accumulator : accumulator.to(input.scalar_type());
+  if (accumulator.scalar_type() == input.scalar_type() && accumulator.strides() == input.strides()) {
+    return accumulator;
+  }
+  return at::empty_like(input).copy_(accumulator);
 }
 
 /// The placeholder returned for an output that was not requested.
@@ -148,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   const c10::DeviceGuard guard(input.device());
   Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
   pb.grad_output = grad_output.contiguous();
-  if (has_ggi) pb.grad_grad_input = *grad_grad_input;
+  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input, input);
   if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   // Which terms can be non-zero (see sample_math.h): nearest has no grid derivatives at all.

@@ -304,25 +304,78 @@ struct PointTaps {
   }
 };
 
-/// sum_k coef[k] * plane[tap k]: a weighted read of one channel's taps.
+// ---------------------------------------------------------------------------------------------
+// Channel blocks. The per-point functions walk the channels in blocks of kChannelBlock, tap by tap. On the
+// GPU, which reads channels-last working copies (grid_sample.cpp), a block's values at one tap share a
+// cache sector and are loaded back to back. The CPU reads tensors as they come, mostly channels-first,
+// where one channel at a time measured fastest.
+#ifdef __CUDA_ARCH__
+constexpr int kChannelBlock = 8;
+#else
+constexpr int kChannelBlock = 1;
+#endif
+
+/// A block of up to kChannelBlock channels starting at `first`; `count` of them are real.
+struct ChannelBlock {
+  int64_t first;
+  int count;
+};
+
+/// value[j] += sum_k coef[k] * plane[tap k + j * stride_c] for the block's channels (plane: its first).
 template <typename T, int kTaps, typename scalar_t>
-C10_HOST_DEVICE inline T dot_taps(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, const scalar_t* plane) {
-  T sum = 0;
+C10_HOST_DEVICE inline void gather_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, const scalar_t* plane,
+                                         int64_t stride_c, int count, T (&value)[kChannelBlock]) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
-    if (at.inside[k]) sum += coef[k] * static_cast<T>(plane[at.offset[k]]);
+    if (!at.inside[k]) continue;
+    const scalar_t* tap = plane + at.offset[k];
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) {
+      if (j < count) value[j] += coef[k] * static_cast<T>(tap[j * stride_c]);
+    }
   }
-  return sum;
 }
 
-/// plane[tap k] += coef[k] * value for every tap inside the input, through `add` (plain or atomic).
-template <typename T, int kTaps, typename acc_t, typename Add>
-C10_HOST_DEVICE inline void scatter_taps(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, T value,
-                                         acc_t* plane, const Add& add) {
+/// sums[k] += sum_j weight[j] * plane[tap k + j * stride_c]: per-tap channel sums of the block.
+template <typename T, int kTaps, typename scalar_t>
+C10_HOST_DEVICE inline void tap_sums_block(const T (&weight)[kChannelBlock], const TapOffsets<kTaps>& at,
+                                           const scalar_t* plane, int64_t stride_c, int count, T (&sums)[kTaps]) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
-    if (at.inside[k]) add(plane + at.offset[k], static_cast<acc_t>(coef[k] * value));
+    if (!at.inside[k]) continue;
+    const scalar_t* tap = plane + at.offset[k];
+    T sum = 0;
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) {
+      if (j < count) sum += weight[j] * static_cast<T>(tap[j * stride_c]);
+    }
+    sums[k] += sum;
   }
+}
+
+/// plane[tap k + j * stride_c] += coef[k] * value[j] through `add` (plain or atomic), taps inside only.
+template <typename T, int kTaps, typename acc_t, typename Add>
+C10_HOST_DEVICE inline void scatter_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at,
+                                          const T (&value)[kChannelBlock], acc_t* plane, int64_t stride_c, int count,
+                                          const Add& add) {
+#pragma unroll(unroll_taps(kTaps))
+  for (int k = 0; k < kTaps; ++k) {
+    if (!at.inside[k]) continue;
+    acc_t* tap = plane + at.offset[k];
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) {
+      if (j < count) add(tap + j * stride_c, static_cast<acc_t>(coef[k] * value[j]));
+    }
+  }
+}
+
+/// sum_k coef[k] * sums[k]
+template <typename T, int kTaps>
+C10_HOST_DEVICE inline T dot(const T (&coef)[kTaps], const T (&sums)[kTaps]) {
+  T total = 0;
+#pragma unroll(unroll_taps(kTaps))
+  for (int k = 0; k < kTaps; ++k) total += coef[k] * sums[k];
+  return total;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +430,35 @@ C10_HOST_DEVICE inline PointTaps<opmath_t<scalar_t>, I, P, kDims> point_taps(con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-point work. `point` runs over N * P; n = point / P, p = point % P.
+// Per-point work. `point` runs over N * P; n = point / P, p = point % P. Channels [c_begin, c_end).
+
+/// Reads a block of a [N, C, P] tensor at point p into value[j] (zeros where absent or past the end).
+template <typename T, typename scalar_t, typename Args>
+C10_HOST_DEVICE inline void load_points_block(const PointsView<scalar_t>& t, const Args& a, int64_t n, int64_t p,
+                                              ChannelBlock b, T (&value)[kChannelBlock]) {
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) {
+    value[j] = j < b.count ? static_cast<T>(*t.at(n, b.first + j, p, a.channels, a.points)) : T(0);
+  }
+}
+
+template <typename scalar_t, typename T, typename Args>
+C10_HOST_DEVICE inline void store_points_block(const PointsView<scalar_t>& t, const Args& a, int64_t n, int64_t p,
+                                               ChannelBlock b, const T (&value)[kChannelBlock]) {
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) {
+    if (j < b.count) *t.at(n, b.first + j, p, a.channels, a.points) = static_cast<scalar_t>(value[j]);
+  }
+}
+
+/// Calls body(ChannelBlock) for the channel blocks covering [c_begin, c_end).
+template <typename F>
+C10_HOST_DEVICE inline void for_each_block(int64_t c_begin, int64_t c_end, const F& body) {
+  for (int64_t c = c_begin; c < c_end; c += kChannelBlock) {
+    const int64_t left = c_end - c;
+    body(ChannelBlock{c, left < kChannelBlock ? static_cast<int>(left) : kChannelBlock});
+  }
+}
 
 /// output[n, c, p] = sum_k W_k V_k[n, c]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
@@ -389,12 +470,14 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point) {
   const auto at = taps.offsets(a.input.stride);
   T weight[Taps::kTaps];
   taps.weights(weight);
-  for (int64_t c = 0; c < a.channels; ++c) {
-    *a.output.at(n, c, p, a.channels, a.points) = static_cast<scalar_t>(dot_taps(weight, at, a.input.plane(n, c)));
-  }
+  for_each_block(0, a.channels, [&](ChannelBlock b) {
+    T value[kChannelBlock] = {};
+    gather_block(weight, at, a.input.plane(n, b.first), a.input.stride_c, b.count, value);
+    store_points_block(a.output, a, n, p, b, value);
+  });
 }
 
-/// grad_grid[n, p, e] = sum_c gO[n, c, p] sum_k dW_k/dg_e V_k[n, c]
+/// grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point) {
   using T = opmath_t<scalar_t>;
@@ -402,20 +485,21 @@ C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point) {
   const int64_t n = point / a.points, p = point % a.points;
   const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
   const auto at = taps.offsets(a.input.stride);
+  T go_dot_v[Taps::kTaps] = {};  // sum_c gO[c] V_k[c]
+  for_each_block(0, a.channels, [&](ChannelBlock b) {
+    T go[kChannelBlock];
+    load_points_block(a.grad_output, a, n, p, b, go);
+    tap_sums_block(go, at, a.input.plane(n, b.first), a.input.stride_c, b.count, go_dot_v);
+  });
   T weight_grad[kDims][Taps::kTaps];
   taps.weight_grads(weight_grad);
-  T sum[kDims] = {};
-  for (int64_t c = 0; c < a.channels; ++c) {
-    const T go = static_cast<T>(*a.grad_output.at(n, c, p, a.channels, a.points));
-    const scalar_t* plane = a.input.plane(n, c);
 #pragma unroll
-    for (int e = 0; e < kDims; ++e) sum[e] += go * dot_taps(weight_grad[e], at, plane);
+  for (int e = 0; e < kDims; ++e) {
+    a.grad_grid[point * kDims + e] = static_cast<scalar_t>(dot(weight_grad[e], go_dot_v));
   }
-#pragma unroll
-  for (int e = 0; e < kDims; ++e) a.grad_grid[point * kDims + e] = static_cast<scalar_t>(sum[e]);
 }
 
-/// grad_input[n, c, tap k] += W_k gO[n, c, p], for channels [c_begin, c_end).
+/// grad_input[n, c, tap k] += W_k gO[n, c, p]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
 C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, int64_t c_begin, int64_t c_end,
                                                  const Add& add) {
@@ -426,16 +510,17 @@ C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, i
   const auto at = taps.offsets(a.grad_input.stride);
   T weight[Taps::kTaps];
   taps.weights(weight);
-  for (int64_t c = c_begin; c < c_end; ++c) {
-    const T go = static_cast<T>(*a.grad_output.at(n, c, p, a.channels, a.points));
-    scatter_taps(weight, at, go, a.grad_input.plane(n, c), add);
-  }
+  for_each_block(c_begin, c_end, [&](ChannelBlock b) {
+    T go[kChannelBlock];
+    load_points_block(a.grad_output, a, n, p, b, go);
+    scatter_block(weight, at, go, a.grad_input.plane(n, b.first), a.grad_input.stride_c, b.count, add);
+  });
 }
 
 /// The per-point terms of the double backward, given ggI = grad_grad_input and ggG = grad_grad_grid
 /// (either may be absent) and writing whichever of these outputs is requested:
 ///   d gO[n, c, p] = sum_k W_k ggI_k + sum_k (sum_e dW_k/dg_e ggG_e) V_k
-///   d G[n, p, e]  = sum_c gO sum_k (dW_k/dg_e ggI_k + (sum_f d2W_k/dg_e dg_f ggG_f) V_k)
+///   d G[n, p, e]  = sum_k dW_k/dg_e (sum_c gO ggI_k) + sum_k (sum_f d2W_k/dg_e dg_f ggG_f) (sum_c gO V_k)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) {
   using T = opmath_t<scalar_t>;
@@ -450,47 +535,46 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) 
 
   const auto at_input = taps.offsets(a.input.stride);
   const auto at_ggi = taps.offsets(a.grad_grad_input.stride);
-  T weight[kTaps], weight_grad[kDims][kTaps], along[kTaps], along_grad[kDims][kTaps];
+  T weight[kTaps], along[kTaps];
   T ggg[kDims] = {};
-  if (has_ggi) {
-    taps.weights(weight);
-    taps.weight_grads(weight_grad);
-  }
+  if (has_ggi) taps.weights(weight);
   if (has_ggg) {
 #pragma unroll
     for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
     taps.directional(ggg, along);
-    taps.directional_grads(ggg, along_grad);
   }
 
-  T dgrid[kDims] = {};
-  for (int64_t c = 0; c < a.channels; ++c) {
-    const scalar_t* v = a.input.plane(n, c);
-    const scalar_t* ggi = has_ggi ? a.grad_grad_input.plane(n, c) : nullptr;
+  T go_dot_ggi[kTaps] = {}, go_dot_v[kTaps] = {};  // sum_c gO[c] ggI_k[c], sum_c gO[c] V_k[c]
+  for_each_block(0, a.channels, [&](ChannelBlock b) {
+    const scalar_t* v = a.input.plane(n, b.first);
+    const scalar_t* ggi = has_ggi ? a.grad_grad_input.plane(n, b.first) : nullptr;
     if (want_dgo) {
-      T dgo = 0;
-      if (has_ggi) dgo += dot_taps(weight, at_ggi, ggi);
-      if (has_ggg) dgo += dot_taps(along, at_input, v);
-      *a.grad_grad_output_out.at(n, c, p, a.channels, a.points) = static_cast<scalar_t>(dgo);
+      T dgo[kChannelBlock] = {};
+      if (has_ggi) gather_block(weight, at_ggi, ggi, a.grad_grad_input.stride_c, b.count, dgo);
+      if (has_ggg) gather_block(along, at_input, v, a.input.stride_c, b.count, dgo);
+      store_points_block(a.grad_grad_output_out, a, n, p, b, dgo);
     }
     if (want_dgrid) {
-      const T go = static_cast<T>(*a.grad_output.at(n, c, p, a.channels, a.points));
-#pragma unroll
-      for (int e = 0; e < kDims; ++e) {
-        T term = 0;
-        if (has_ggi) term += dot_taps(weight_grad[e], at_ggi, ggi);
-        if (has_ggg) term += dot_taps(along_grad[e], at_input, v);
-        dgrid[e] += go * term;
-      }
+      T go[kChannelBlock];
+      load_points_block(a.grad_output, a, n, p, b, go);
+      if (has_ggi) tap_sums_block(go, at_ggi, ggi, a.grad_grad_input.stride_c, b.count, go_dot_ggi);
+      if (has_ggg) tap_sums_block(go, at_input, v, a.input.stride_c, b.count, go_dot_v);
     }
-  }
-  if (want_dgrid) {
+  });
+  if (!want_dgrid) return;
+  T weight_grad[kDims][kTaps], along_grad[kDims][kTaps];
+  if (has_ggi) taps.weight_grads(weight_grad);
+  if (has_ggg) taps.directional_grads(ggg, along_grad);
 #pragma unroll
-    for (int e = 0; e < kDims; ++e) a.grid_grad_out[point * kDims + e] = static_cast<scalar_t>(dgrid[e]);
+  for (int e = 0; e < kDims; ++e) {
+    T dgrid = 0;
+    if (has_ggi) dgrid += dot(weight_grad[e], go_dot_ggi);
+    if (has_ggg) dgrid += dot(along_grad[e], go_dot_v);
+    a.grid_grad_out[point * kDims + e] = static_cast<scalar_t>(dgrid);
   }
 }
 
-/// The scatter term of the double backward, for channels [c_begin, c_end):
+/// The scatter term of the double backward:
 ///   d I[n, c, tap k] += gO[n, c, p] * sum_e dW_k/dg_e ggG_e
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
 C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, int64_t c_begin,
@@ -505,10 +589,11 @@ C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t p
   for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
   T along[Taps::kTaps];
   taps.directional(ggg, along);
-  for (int64_t c = c_begin; c < c_end; ++c) {
-    const T go = static_cast<T>(*a.grad_output.at(n, c, p, a.channels, a.points));
-    scatter_taps(along, at, go, a.input_grad_out.plane(n, c), add);
-  }
+  for_each_block(c_begin, c_end, [&](ChannelBlock b) {
+    T go[kChannelBlock];
+    load_points_block(a.grad_output, a, n, p, b, go);
+    scatter_block(along, at, go, a.input_grad_out.plane(n, b.first), a.input_grad_out.stride_c, b.count, add);
+  });
 }
 
 }  // namespace grid_encoder
