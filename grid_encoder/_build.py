@@ -1,7 +1,8 @@
 """Compiles the C++/CUDA kernels on first use and loads them as the ``torch.ops.grid_encoder`` ops.
 
-The build folder is named by a hash of the sources, the torch and Python versions and the build
-flags, so an edited kernel rebuilds and an unchanged one loads straight from the cache
+The build folder is named by a hash of the sources, this file (which holds the compiler flags), the
+torch and Python versions and the build settings, so an edited kernel rebuilds and an unchanged one loads
+straight from the cache
 (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``).
 
 CUDA kernels are built when torch has CUDA and a GPU is visible, or when ``GRID_ENCODER_BUILD_CUDA=1``
@@ -39,9 +40,10 @@ def _want_cuda():
 
 def _build_dir(with_cuda):
     digest = hashlib.sha256()
-    for name in _CPU_SOURCES + _CUDA_SOURCES + _HEADERS:
-        with open(os.path.join(_SOURCE_DIR, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
+    files = [os.path.join(_SOURCE_DIR, name) for name in _CPU_SOURCES + _CUDA_SOURCES + _HEADERS]
+    for path in files + [os.path.abspath(__file__)]:  # this file holds the compiler flags
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
     key = [torch.__version__, sys.version.split()[0], str(with_cuda)]
     if with_cuda:
         key += [str(torch.version.cuda), os.environ.get("TORCH_CUDA_ARCH_LIST", "")]
@@ -87,11 +89,15 @@ def load():
               file=sys.stderr, flush=True)
         sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else [])]
         defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
+        # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
+        # or the CPU kernels run on one thread.
+        openmp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
         cpp_extension.load(
             name=name,
             sources=sources,
             build_directory=build_dir,
-            extra_cflags=["-O3"] + defines,
+            extra_cflags=["-O3"] + openmp + defines,
+            extra_ldflags=openmp,
             extra_cuda_cflags=["-O3"] + defines if with_cuda else None,
             with_cuda=with_cuda,
             is_python_module=False,
