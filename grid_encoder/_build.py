@@ -9,12 +9,19 @@ CUDA kernels are built when torch has CUDA and a GPU is visible, or when ``GRID_
 (to compile them on a machine without a GPU); ``GRID_ENCODER_BUILD_CUDA=0`` forces a CPU-only build.
 ``TORCH_CUDA_ARCH_LIST`` is respected as torch reads it.
 """
+import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds are not locked against each other
+    fcntl = None
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _CPU_SOURCES = ["grid_sample.cpp", "kernels_cpu.cpp"]
@@ -74,24 +81,39 @@ def _check_toolchain(with_cuda):
                 "build")
 
 
-def load():
-    """Builds (if needed) and loads the extension; returns the path of the loaded library."""
-    with_cuda = _want_cuda()
-    name, build_dir = _build_dir(with_cuda)
-    library = os.path.join(build_dir, f"{name}.so")
-    if not os.path.exists(os.path.join(build_dir, _BUILT_MARKER)):
-        _check_toolchain(with_cuda)
-        from torch.utils import cpp_extension
+@contextlib.contextmanager
+def _build_lock(build_dir):
+    """Holds an exclusive lock on build_dir while one process builds; others wait for it. The operating
+    system drops the lock when its holder dies, so a killed build never blocks the next import."""
+    with open(os.path.join(build_dir, "grid_encoder.lock"), "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
-        os.makedirs(build_dir, exist_ok=True)
-        what = "CPU and CUDA" if with_cuda else "CPU"
-        print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, about a minute)",
+
+def _compile(name, build_dir, with_cuda):
+    from torch.utils import cpp_extension
+
+    leftovers = [f for f in os.listdir(build_dir) if f != "grid_encoder.lock"]
+    if leftovers:  # a build that never finished (killed, or failed): start it again from nothing
+        print(f"grid_encoder: the build in {build_dir} did not finish earlier; starting it again",
               file=sys.stderr, flush=True)
-        sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else [])]
-        defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
-        # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
-        # or the CPU kernels run on one thread.
-        openmp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
+        for leftover in leftovers:
+            path = os.path.join(build_dir, leftover)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    what = "CPU and CUDA" if with_cuda else "CPU"
+    print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, about a minute)",
+          file=sys.stderr, flush=True)
+    sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else [])]
+    defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
+    # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
+    # or the CPU kernels run on one thread.
+    openmp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
+    try:
         cpp_extension.load(
             name=name,
             sources=sources,
@@ -103,8 +125,31 @@ def load():
             is_python_module=False,
             verbose=os.environ.get("GRID_ENCODER_VERBOSE_BUILD") == "1",
         )
-        with open(os.path.join(build_dir, _BUILT_MARKER), "w") as f:
-            f.write(library + "\n")
-    else:
-        torch.ops.load_library(library)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+        log = str(error).strip().splitlines()
+        compilers = f"C++ compiler {os.environ.get('CXX', 'c++')!r}"
+        if with_cuda:
+            compilers += f", nvcc in {cpp_extension.CUDA_HOME!r}"
+        raise RuntimeError(
+            f"grid_encoder: compiling the {what} kernels failed ({compilers}). The build's last lines:\n    "
+            + "\n    ".join(log[-15:])
+            + "\nSet GRID_ENCODER_VERBOSE_BUILD=1 to see the whole build, or GRID_ENCODER_BUILD_CUDA=0 for a "
+              "CPU-only build.") from None  # the log's tail is in the message: one error, not two
+    with open(os.path.join(build_dir, _BUILT_MARKER), "w") as f:
+        f.write(name + "\n")
+
+
+def load():
+    """Builds the extension if its build folder holds no finished build, then loads it."""
+    with_cuda = _want_cuda()
+    name, build_dir = _build_dir(with_cuda)
+    library = os.path.join(build_dir, f"{name}.so")
+    marker = os.path.join(build_dir, _BUILT_MARKER)
+    if not os.path.exists(marker):
+        _check_toolchain(with_cuda)
+        os.makedirs(build_dir, exist_ok=True)
+        with _build_lock(build_dir):
+            if not os.path.exists(marker):  # else another process built it while we waited
+                _compile(name, build_dir, with_cuda)
+    torch.ops.load_library(library)
     return library
