@@ -45,13 +45,28 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         padding_mode: ``'zeros'``, ``'border'`` or ``'reflection'``.
         align_corners: as in torch, but True by default: -1 and 1 are the centers of the corner pixels.
 
+    Under ``torch.autocast`` it does what torch's grid_sample does there: float16 and bfloat16 arguments are
+    sampled in float32, and the result is float32.
+
     Returns:
         ``(N, C, Ho, Wo)`` or ``(N, C, Do, Ho, Wo)`` tensor, equal to torch's result. It is differentiable to
         any order with respect to ``input`` and ``grid``: orders one and two run fused kernels, higher orders
         an exact pure-PyTorch composite.
     """
+    if _autocast_enabled(input, grid):  # as torch's grid_sample: reduced precision runs in float32
+        with torch.autocast(input.device.type, enabled=False):
+            return grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners)
     _check_arguments(input, grid, mode, padding_mode, align_corners)
     return _ops.grid_sample_forward(input, grid, _INTERPOLATION[mode], _PADDING[padding_mode], align_corners)
+
+
+def _autocast_enabled(input, grid):
+    return (isinstance(input, torch.Tensor) and isinstance(grid, torch.Tensor)
+            and input.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(input.device.type))
+
+
+def _float32(t):
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _shape(t):

@@ -126,3 +126,23 @@ def test_non_finite_grid_values_stay_local(device, mode, padding):
     assert torch.isfinite(out_bad).all() and torch.isfinite(grad_input_bad).all()
     nan_point = grid_sample(input, bad, mode, padding, True)[0, :, 0, 0]
     assert torch.all(nan_point == 0), f"a NaN sample reads nothing, got {nan_point}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_in_float32_like_torch(device, dtype):
+    """Under autocast, torch's grid_sample runs in float32; so does ours, with the same result."""
+    if device == "cpu" and dtype == torch.float16 and not torch.amp.is_autocast_available("cpu"):
+        pytest.skip("no CPU autocast")
+    input = torch.randn(2, 3, 6, 7, device=device, requires_grad=True)
+    grid = random_grid(2, 4, 5, dtype=torch.float32, device=device).requires_grad_()
+    with torch.autocast(device, dtype=dtype):
+        half_input = input.to(dtype)  # autocast regions typically hand over reduced-precision activations
+        ours = grid_sample(half_input, grid, "bilinear", "zeros", False)
+        theirs = F.grid_sample(half_input, grid, "bilinear", "zeros", align_corners=False)
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    ours_grads = torch.autograd.grad(ours.square().sum(), (input, grid), retain_graph=True)
+    theirs_grads = torch.autograd.grad(theirs.square().sum(), (input, grid))
+    for a, b in zip(ours_grads, theirs_grads):
+        assert a.dtype == b.dtype
+        assert_close(a, b, rtol=1e-5, atol=1e-5)
