@@ -146,3 +146,22 @@ def test_autocast_runs_in_float32_like_torch(device, dtype):
     for a, b in zip(ours_grads, theirs_grads):
         assert a.dtype == b.dtype
         assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cpu_results_are_bitwise_reproducible(dims):
+    """The CPU kernels accumulate without atomics (each thread owns its channels): every derivative is
+    bitwise identical from run to run, with or without torch.use_deterministic_algorithms."""
+    spatial, out_spatial = ((16, 16), (32, 32)) if dims == 2 else ((8, 8, 8), (8, 8, 16))
+    input = torch.randn(2, 6, *spatial)
+    grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float32)
+    runs = [first_and_second_order(grid_sample, input, grid, "bicubic", "zeros", False) for _ in range(2)]
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs.append(first_and_second_order(grid_sample, input, grid, "bicubic", "zeros", False))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
