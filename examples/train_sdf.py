@@ -2,6 +2,7 @@
 trained with an eikonal loss, whose gradient passes through grid_sample's second order.
 
     python examples/train_sdf.py [--shape torus|sphere|box] [--grid triplane|voxel] [--steps N] [--device D]
+    torchrun --nproc_per_node=2 examples/train_sdf.py ...    # DistributedDataParallel, one process per GPU
 
 sdf(x) = MLP(features(x)), where features(x) samples three learnable planes (triplane, 2-D grid_sample)
 or one learnable volume (voxel, 3-D grid_sample) at x in [-1, 1]^3. Each step minimizes
@@ -93,11 +94,21 @@ def evaluate(model, shape, device, generator, n=20000):
 
 def train(shape="torus", grid="triplane", steps=1000, batch=2048, lr=1e-2, eikonal_weight=0.1, device="cpu",
           seed=0, log_every=50, resolution=None):
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    """Fits the field; returns (model, losses, held-out metrics). Under torch.distributed (torchrun), each
+    of the world's processes takes batch / world_size points a step and DistributedDataParallel averages
+    the gradients, so the run follows the one-process run with the same batch."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    torch.manual_seed(seed)  # the same initial model in every process
+    generator = torch.Generator(device=device).manual_seed(seed + rank)  # each process its own points
     model = FieldModel(grid, resolution=resolution or (64 if grid == "triplane" else 32)).to(device)
+    field = model
+    if distributed:
+        device_ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
+        field = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    batch //= world
     losses = []
     start = time.perf_counter()
     for step in range(1, steps + 1):
@@ -106,17 +117,18 @@ def train(shape="torus", grid="triplane", steps=1000, batch=2048, lr=1e-2, eikon
         noise[: batch // 4] *= 0.05  # close to the surface, and a wider shell that reaches the far field
         noise[batch // 4:] *= 0.3
         data_points = torch.cat([on_surface, (on_surface + noise).clamp(-1, 1)])
-        surface_loss = (model(data_points) - true_sdf(shape, data_points)).abs().mean()
         anywhere = torch.rand(batch, 3, device=device, generator=generator) * 2 - 1
-        _, gradient = sdf_and_gradient(model, anywhere, create_graph=True)
-        eikonal_loss = ((gradient.norm(dim=-1) - 1) ** 2).mean()
+        # One forward for both terms (DistributedDataParallel wants one forward per backward).
+        sdf, gradient = sdf_and_gradient(field, torch.cat([data_points, anywhere]), create_graph=True)
+        surface_loss = (sdf[: len(data_points)] - true_sdf(shape, data_points)).abs().mean()
+        eikonal_loss = ((gradient[len(data_points):].norm(dim=-1) - 1) ** 2).mean()
         loss = surface_loss + eikonal_weight * eikonal_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == 1):
+        if log_every and rank == 0 and (step % log_every == 0 or step == 1):
             print(f"step {step:4d}  loss {loss.item():.4f}  surface {surface_loss.item():.4f}  "
                   f"eikonal {eikonal_loss.item():.4f}  ({time.perf_counter() - start:.1f} s)", flush=True)
     return model, losses, evaluate(model, shape, device, generator)
@@ -129,12 +141,25 @@ def main():
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    print(f"fitting a {args.shape} with a {args.grid} on {args.device}")
+    device, rank = args.device, 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: one process per GPU (or CPU)
+        on_gpu = torch.device(device).type == "cuda"
+        torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
+        rank = torch.distributed.get_rank()
+        if on_gpu:
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if rank == 0:
+        print(f"fitting a {args.shape} with a {args.grid} on {device}" + (f", {world} processes" if world > 1 else ""))
     start = time.perf_counter()
-    _, losses, result = train(args.shape, args.grid, args.steps, device=args.device)
-    print(f"done in {time.perf_counter() - start:.1f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    print(f"held-out: mean |sdf error| near the surface {result['near_error']:.4f}, everywhere "
-          f"{result['error']:.4f}; mean eikonal residual ||grad sdf| - 1| {result['eikonal']:.4f}")
+    _, losses, result = train(args.shape, args.grid, args.steps, device=device)
+    if rank == 0:
+        print(f"done in {time.perf_counter() - start:.1f} s; loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        print(f"held-out: mean |sdf error| near the surface {result['near_error']:.4f}, everywhere "
+              f"{result['error']:.4f}; mean eikonal residual ||grad sdf| - 1| {result['eikonal']:.4f}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return 0 if math.isfinite(losses[-1]) else 1
 
 
