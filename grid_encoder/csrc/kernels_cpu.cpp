@@ -19,7 +19,7 @@ struct PlainAdd {
 };
 
 /// Work items of about this many multiply-adds per thread task.
-constexpr int64_t kGrainWork = 1 << 15;
+constexpr int64_t kGrainWork = 1 << 12;
 
 /// Calls body(point) for every (n, p) pair, in parallel.
 template <typename F>
