@@ -2,8 +2,7 @@
 
 The build folder is named by a hash of the sources, this file (which holds the compiler flags), the
 torch and Python versions and the build settings, so an edited kernel rebuilds and an unchanged one loads
-straight from the cache
-(``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``).
+straight from the cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``).
 
 CUDA kernels are built when torch has CUDA and a GPU is visible, or when ``GRID_ENCODER_BUILD_CUDA=1``
 (to compile them on a machine without a GPU); ``GRID_ENCODER_BUILD_CUDA=0`` forces a CPU-only build.

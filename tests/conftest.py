@@ -53,6 +53,14 @@ def grads_or_zeros(outputs, inputs, grad_outputs, **kwargs):
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
 
 
+def first_order(fn, input, grid, grad_output, *settings):
+    """(output, grad_input, grad_grid) of fn(input, grid, *settings) under the cotangent grad_output."""
+    input = input.detach().requires_grad_()
+    grid = grid.detach().requires_grad_()
+    out = fn(input, grid, *settings)
+    return (out,) + torch.autograd.grad(out, (input, grid), grad_output)
+
+
 def first_and_second_order(fn, input, grid, mode, padding, align, ggi=True, ggg=True, seed=0):
     """Output, first-order gradients and second-order gradients of fn under random cotangents.
 

@@ -4,18 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import SETTING_IDS, SETTINGS, random_grid
+from conftest import SETTING_IDS, SETTINGS, first_order, random_grid
 from grid_encoder import grid_sample
 
 TIGHT = dict(rtol=1e-12, atol=1e-12)
-
-
-def first_order(fn, input, grid, grad_output, *settings):
-    input = input.detach().requires_grad_()
-    grid = grid.detach().requires_grad_()
-    out = fn(input, grid, *settings)
-    grad_input, grad_grid = torch.autograd.grad(out, (input, grid), grad_output)
-    return out, grad_input, grad_grid
 
 
 def assert_matches_torch(input, grid, mode, padding, align, **tol):

@@ -5,20 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import PADDINGS, SETTING_IDS, SETTINGS, first_and_second_order, off_edge_grid, random_grid
+from conftest import (PADDINGS, SETTING_IDS, SETTINGS, first_and_second_order, first_order, off_edge_grid,
+                      random_grid)
 from grid_encoder import grid_sample
 from grid_encoder.reference import grid_sample_reference
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 TORCH_SETTINGS = [s for s in SETTINGS if s[0] != "bicubic"]
 TORCH_IDS = [i for s, i in zip(SETTINGS, SETTING_IDS) if s[0] != "bicubic"]
-
-
-def first_order(fn, input, grid, grad_output, *settings):
-    input = input.detach().requires_grad_()
-    grid = grid.detach().requires_grad_()
-    out = fn(input, grid, *settings)
-    return (out,) + torch.autograd.grad(out, (input, grid), grad_output)
 
 
 @pytest.mark.parametrize("mode,padding,align", TORCH_SETTINGS, ids=TORCH_IDS)
