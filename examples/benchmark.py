@@ -2,6 +2,7 @@
 
     python examples/benchmark.py [--device cuda|cpu] [--dtype float32|float16|bfloat16|float64]
                                  [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
+                                 [--deterministic]
 
 For each workload and implementation, three steps:
   forward   out = grid_sample(input, grid)
@@ -16,6 +17,8 @@ Ratios compare against torch from the same run.
 
 --composite loads a module with grid_sample(input, grid, align_corners) implementing torch >= 2.12's
 composite double backward (bilinear, zeros), to time it on a torch that lacks it.
+--deterministic runs everything under torch.use_deterministic_algorithms(True) (torch's CUDA grid_sample
+backward refuses to run there; grid_encoder takes its sorted scatter path).
 """
 import argparse
 import csv
@@ -196,7 +199,9 @@ def main():
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--plot", help="draw grid_encoder/torch ratios into this PNG (needs matplotlib)")
     parser.add_argument("--composite", help="a .py file with grid_sample(input, grid, align_corners)")
+    parser.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     args = parser.parse_args()
+    torch.use_deterministic_algorithms(args.deterministic)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     repeats = args.repeats or (20 if device.type == "cuda" else 5)
@@ -208,7 +213,8 @@ def main():
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     bandwidth = args.bandwidth or (4.8e12 if "H200" in name else 3.35e12 if "H100" in name else None)
-    print(f"grid_encoder benchmark: {name}, torch {torch.__version__}, {args.dtype}")
+    print(f"grid_encoder benchmark: {name}, torch {torch.__version__}, {args.dtype}"
+          + (", deterministic algorithms" if args.deterministic else ""))
     rows = []
     for workload in args.workload:
         gpu_shapes, cpu_shapes, mode = WORKLOADS[workload]

@@ -1,10 +1,11 @@
-"""CUDA-only behaviour: reduced precision, streams. (Every other test also runs on CUDA when present.)"""
+"""CUDA-only behaviour: channel blocks and layouts, reduced precision, determinism, streams, CUDA graphs, a
+second GPU. (Every other test also runs on CUDA when present.)"""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import MODES, first_and_second_order, random_grid
+from conftest import MODES, PADDINGS, first_and_second_order, random_grid
 from grid_encoder import grid_sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -55,4 +56,110 @@ def test_cuda_matches_cpu_at_second_order():
     on_cpu = first_and_second_order(grid_sample, input, grid, "bicubic", "reflection", True)
     on_gpu = first_and_second_order(grid_sample, input.cuda(), grid.cuda(), "bicubic", "reflection", True)
     for a, b in zip(on_gpu, on_cpu):
+        assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+
+
+def misaligned_channels_last(n, c, *spatial, dtype, device="cuda"):
+    """A channels-last tensor whose data starts 1 element past an allocation: 16-byte loads do not fit it."""
+    storage = torch.randn(1 + n * c * torch.Size(spatial).numel(), dtype=dtype, device=device)
+    tensor = storage[1:].view(n, *spatial, c)
+    return tensor.permute(0, tensor.dim() - 1, *range(1, tensor.dim() - 1))
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last", "misaligned"])
+@pytest.mark.parametrize("channels", [4, 8, 12, 16, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channel_blocks_and_layouts_match_cpu(dims, dtype, channels, layout):
+    """Whole and partial channel blocks, 16-byte loads and vector atomics, and their scalar fallbacks."""
+    spatial, out_spatial = ((9, 11), (6, 7)) if dims == 2 else ((5, 6, 7), (3, 4, 5))
+    if layout == "misaligned":
+        input = misaligned_channels_last(2, channels, *spatial, dtype=dtype)
+    else:
+        input = torch.randn(2, channels, *spatial, dtype=dtype, device="cuda")
+        if layout == "channels-last":
+            input = input.contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    grid = random_grid(2, *out_spatial, dims=dims, dtype=dtype, device="cuda")
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4  # float32: relative to each result's largest value
+    for mode in MODES:
+        on_gpu = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
+        on_cpu = first_and_second_order(grid_sample, input.cpu().double(), grid.cpu().double(), mode, "zeros", True)
+        for a, b in zip(on_gpu, on_cpu):
+            assert a.dtype == dtype
+            scale = b.abs().max().item()
+            assert_close(a.cpu().double(), b, rtol=tolerance, atol=tolerance * scale)
+
+
+class deterministic_algorithms:
+    def __enter__(self):
+        self.previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.previous)
+
+
+@pytest.mark.parametrize("channels", [3, 16])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_deterministic_algorithms_give_identical_bits(dims, padding, mode, channels):
+    """Under torch.use_deterministic_algorithms(True) the scatters take the sorted path: every derivative is
+    bitwise identical from run to run, and right. Points crowd onto few pixels, so atomics would collide."""
+    spatial, out_spatial = ((3, 4), (64, 64)) if dims == 2 else ((2, 3, 2), (16, 16, 16))
+    input = torch.randn(2, channels, *spatial, device="cuda")
+    grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float32, device="cuda")
+    with deterministic_algorithms():
+        runs = [first_and_second_order(grid_sample, input, grid, mode, padding, False) for _ in range(3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    exact = first_and_second_order(grid_sample, input.double().cpu(), grid.double().cpu(), mode, padding, False)
+    for a, b in zip(runs[0], exact):
+        assert_close(a.cpu().double(), b, rtol=1e-4, atol=1e-3)
+
+
+def test_forward_backward_and_eikonal_step_replay_in_a_cuda_graph():
+    """Captured once, replayed on new values: no host synchronization or allocation outside the graph's pool."""
+    input = torch.randn(2, 16, 32, 32, device="cuda")
+    grid = random_grid(2, 24, 24, dtype=torch.float32, device="cuda")
+    static_input, static_grid = input.clone().requires_grad_(), grid.clone().requires_grad_()
+
+    def step(x, g):
+        out = grid_sample(x, g, "bilinear", "zeros", True)
+        grad_input, grad_grid = torch.autograd.grad(out.square().sum(), (x, g), create_graph=True)
+        eikonal = ((grad_grid.norm(dim=-1) - 1) ** 2).sum() + grad_input.square().sum()
+        return (out,) + torch.autograd.grad(eikonal, (x, g))
+
+    warmup = torch.cuda.Stream()
+    warmup.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warmup):
+        for _ in range(2):
+            step(static_input, static_grid)
+    torch.cuda.current_stream().wait_stream(warmup)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step(static_input, static_grid)
+    for _ in range(2):
+        new_input, new_grid = torch.randn_like(input), random_grid(2, 24, 24, dtype=torch.float32, device="cuda")
+        with torch.no_grad():
+            static_input.copy_(new_input)
+            static_grid.copy_(new_grid)
+        graph.replay()
+        expected = step(new_input.requires_grad_(), new_grid.requires_grad_())
+        for a, b in zip(captured, expected):
+            assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_a_second_gpu():
+    """The kernels run on the tensors' GPU and its current stream, whichever GPU is current."""
+    input = torch.randn(2, 8, 9, 10, dtype=torch.float64)
+    grid = random_grid(2, 6, 7)
+    on_cpu = first_and_second_order(grid_sample, input, grid, "bicubic", "border", True)
+    with torch.cuda.device(0):
+        on_second = first_and_second_order(grid_sample, input.to("cuda:1"), grid.to("cuda:1"), "bicubic", "border",
+                                           True)
+    for a, b in zip(on_second, on_cpu):
+        assert a.device == torch.device("cuda:1")
         assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)

@@ -48,14 +48,17 @@ def test_eikonal_loss_reaches_the_feature_grid_through_second_order():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_sdf_training_under_torchrun_matches_one_process():
-    """Two processes with DistributedDataParallel (gloo on the CPU; nccl on GPUs) reach the quality of one."""
+@pytest.mark.parametrize("ddp_device", ["cpu", "cuda"])
+def test_sdf_training_under_torchrun_matches_one_process(ddp_device):
+    """Two processes with DistributedDataParallel (gloo on the CPU; nccl on two GPUs) reach the quality of one."""
+    if ddp_device == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
     with socket.socket() as probe:  # a free port on this machine for the processes' rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={port}", os.path.join(REPO, "examples", "train_sdf.py"), "--steps", "300",
-               "--device", "cpu"]
+               "--device", ddp_device]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,5 +66,5 @@ def test_sdf_training_under_torchrun_matches_one_process():
     held_out = [line for line in result.stdout.splitlines() if line.startswith("held-out")]
     assert len(held_out) == 1, result.stdout  # printed by rank 0 only
     near_error = float(held_out[0].split("near the surface ")[1].split(",")[0])
-    _, _, single = load_example("train_sdf").train("torus", "triplane", steps=300, log_every=0)
+    _, _, single = load_example("train_sdf").train("torus", "triplane", steps=300, device=ddp_device, log_every=0)
     assert near_error < max(2 * single["near_error"], 0.005), (near_error, single)

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <type_traits>
 
 #include "sample_math.h"
@@ -62,6 +63,12 @@ ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
   view.stride_n = t.stride(0);
   view.stride_c = t.stride(1);
   for (int e = 0; e < kDims; ++e) view.stride[e] = t.stride(t.dim() - 1 - e);
+  // Channel blocks start at multiples of kChannelBlock; with contiguous channels, every tap's block is then
+  // 16-byte aligned when the data pointer and the other strides are.
+  const int64_t element = static_cast<int64_t>(t.element_size());
+  bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && (view.stride_n * element) % 16 == 0;
+  for (int e = 0; e < kDims; ++e) aligned = aligned && (view.stride[e] * element) % 16 == 0;
+  view.channel_words = view.stride_c == 1 && aligned;
   return view;
 }
 

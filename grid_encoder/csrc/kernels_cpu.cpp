@@ -13,9 +13,12 @@
 namespace grid_encoder {
 namespace {
 
+/// target[j * stride_c] += values[j] for the block's channels (see scatter_block).
 struct PlainAdd {
-  template <typename acc_t>
-  void operator()(acc_t* target, acc_t value) const { *target += value; }
+  template <typename acc_t, int kCount>
+  void operator()(acc_t* target, int64_t stride_c, int count, bool, const acc_t (&values)[kCount]) const {
+    for (int j = 0; j < count; ++j) target[j * stride_c] += values[j];
+  }
 };
 
 /// Work items of about this many multiply-adds per thread task.

@@ -315,57 +315,91 @@ constexpr int kChannelBlock = 8;
 constexpr int kChannelBlock = 1;
 #endif
 
+template <typename scalar_t, int kDims>
+struct ImageView {
+  scalar_t* data = nullptr;  // nullptr: tensor absent
+  int64_t stride_n = 0, stride_c = 0;
+  int64_t stride[kDims] = {};  // stride[e]: along grid axis e
+  bool channel_words = false;  // channels contiguous, every tap's block 16-byte aligned (see load_block)
+  C10_HOST_DEVICE scalar_t* plane(int64_t n, int64_t c) const { return data + n * stride_n + c * stride_c; }
+};
+
 /// A block of up to kChannelBlock channels starting at `first`; `count` of them are real.
 struct ChannelBlock {
   int64_t first;
   int count;
 };
 
+/// A whole channel block at one tap as one unit of 16-byte words (see load_block).
+template <typename scalar_t>
+struct alignas(16) ChannelWords {
+  scalar_t value[kChannelBlock];
+};
+
+/// out[j] = tap[j * stride_c] for the block's channels, zero past `count`. On the GPU a whole block of
+/// contiguous, 16-byte aligned channels (ImageView::channel_words) loads as 16-byte words: one load
+/// instruction per 16 bytes instead of one per channel, each touching as many cache lines as a warp has points.
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline void load_block(const scalar_t* tap, int64_t stride_c, int count, bool channel_words,
+                                       T (&out)[kChannelBlock]) {
+#ifdef __CUDA_ARCH__
+  if (channel_words && count == kChannelBlock) {
+    const ChannelWords<scalar_t> block = *reinterpret_cast<const ChannelWords<scalar_t>*>(tap);
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) out[j] = static_cast<T>(block.value[j]);
+    return;
+  }
+#endif
+  (void)channel_words;
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) out[j] = j < count ? static_cast<T>(tap[j * stride_c]) : T(0);
+}
+
 /// value[j] += sum_k coef[k] * plane[tap k + j * stride_c] for the block's channels (plane: its first).
-template <typename T, int kTaps, typename scalar_t>
-C10_HOST_DEVICE inline void gather_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, const scalar_t* plane,
-                                         int64_t stride_c, int count, T (&value)[kChannelBlock]) {
+template <typename T, int kTaps, typename Image, typename scalar_t>
+C10_HOST_DEVICE inline void gather_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at, const Image& image,
+                                         const scalar_t* plane, int count,
+                                         T (&value)[kChannelBlock]) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (!at.inside[k]) continue;
-    const scalar_t* tap = plane + at.offset[k];
+    T tap[kChannelBlock];
+    load_block(plane + at.offset[k], image.stride_c, count, image.channel_words, tap);
 #pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) {
-      if (j < count) value[j] += coef[k] * static_cast<T>(tap[j * stride_c]);
-    }
+    for (int j = 0; j < kChannelBlock; ++j) value[j] += coef[k] * tap[j];
   }
 }
 
 /// sums[k] += sum_j weight[j] * plane[tap k + j * stride_c]: per-tap channel sums of the block.
-template <typename T, int kTaps, typename scalar_t>
+template <typename T, int kTaps, typename Image, typename scalar_t>
 C10_HOST_DEVICE inline void tap_sums_block(const T (&weight)[kChannelBlock], const TapOffsets<kTaps>& at,
-                                           const scalar_t* plane, int64_t stride_c, int count, T (&sums)[kTaps]) {
+                                           const Image& image, const scalar_t* plane, int count,
+                                           T (&sums)[kTaps]) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (!at.inside[k]) continue;
-    const scalar_t* tap = plane + at.offset[k];
+    T tap[kChannelBlock];
+    load_block(plane + at.offset[k], image.stride_c, count, image.channel_words, tap);
     T sum = 0;
 #pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) {
-      if (j < count) sum += weight[j] * static_cast<T>(tap[j * stride_c]);
-    }
+    for (int j = 0; j < kChannelBlock; ++j) sum += weight[j] * tap[j];
     sums[k] += sum;
   }
 }
 
-/// plane[tap k + j * stride_c] += coef[k] * value[j] through `add` (plain or atomic), taps inside only.
-template <typename T, int kTaps, typename acc_t, typename Add>
+/// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside, through
+/// add(target, stride_c, count, channel_words, values): plain adds on the CPU, atomics on the GPU.
+template <typename T, int kTaps, typename Image, typename acc_t, typename Add>
 C10_HOST_DEVICE inline void scatter_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at,
-                                          const T (&value)[kChannelBlock], acc_t* plane, int64_t stride_c, int count,
-                                          const Add& add) {
+                                          const T (&value)[kChannelBlock], const Image& image, acc_t* plane,
+                                          int count, const Add& add) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (!at.inside[k]) continue;
-    acc_t* tap = plane + at.offset[k];
+    acc_t contribution[kChannelBlock];
 #pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) {
-      if (j < count) add(tap + j * stride_c, static_cast<acc_t>(coef[k] * value[j]));
-    }
+    for (int j = 0; j < kChannelBlock; ++j) contribution[j] = static_cast<acc_t>(coef[k] * value[j]);
+    add(plane + at.offset[k], image.stride_c, count, image.channel_words, contribution);
   }
 }
 
@@ -381,14 +415,6 @@ C10_HOST_DEVICE inline T dot(const T (&coef)[kTaps], const T (&sums)[kTaps]) {
 // ---------------------------------------------------------------------------------------------
 // Tensor views handed to the per-point functions. Images ([N, C, spatial...]) keep their own strides;
 // point tensors ([N, C, P] outputs) and grids ([N, P, kDims]) are contiguous.
-
-template <typename scalar_t, int kDims>
-struct ImageView {
-  scalar_t* data = nullptr;  // nullptr: tensor absent
-  int64_t stride_n = 0, stride_c = 0;
-  int64_t stride[kDims] = {};  // stride[e]: along grid axis e
-  C10_HOST_DEVICE scalar_t* plane(int64_t n, int64_t c) const { return data + n * stride_n + c * stride_c; }
-};
 
 template <typename scalar_t>
 struct PointsView {  // [N, C, P], contiguous
@@ -472,7 +498,7 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point) {
   taps.weights(weight);
   for_each_block(0, a.channels, [&](ChannelBlock b) {
     T value[kChannelBlock] = {};
-    gather_block(weight, at, a.input.plane(n, b.first), a.input.stride_c, b.count, value);
+    gather_block(weight, at, a.input, a.input.plane(n, b.first), b.count, value);
     store_points_block(a.output, a, n, p, b, value);
   });
 }
@@ -489,7 +515,7 @@ C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point) {
   for_each_block(0, a.channels, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
-    tap_sums_block(go, at, a.input.plane(n, b.first), a.input.stride_c, b.count, go_dot_v);
+    tap_sums_block(go, at, a.input, a.input.plane(n, b.first), b.count, go_dot_v);
   });
   T weight_grad[kDims][Taps::kTaps];
   taps.weight_grads(weight_grad);
@@ -513,7 +539,7 @@ C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, i
   for_each_block(c_begin, c_end, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(weight, at, go, a.grad_input.plane(n, b.first), a.grad_input.stride_c, b.count, add);
+    scatter_block(weight, at, go, a.grad_input, a.grad_input.plane(n, b.first), b.count, add);
   });
 }
 
@@ -550,15 +576,15 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) 
     const scalar_t* ggi = has_ggi ? a.grad_grad_input.plane(n, b.first) : nullptr;
     if (want_dgo) {
       T dgo[kChannelBlock] = {};
-      if (has_ggi) gather_block(weight, at_ggi, ggi, a.grad_grad_input.stride_c, b.count, dgo);
-      if (has_ggg) gather_block(along, at_input, v, a.input.stride_c, b.count, dgo);
+      if (has_ggi) gather_block(weight, at_ggi, a.grad_grad_input, ggi, b.count, dgo);
+      if (has_ggg) gather_block(along, at_input, a.input, v, b.count, dgo);
       store_points_block(a.grad_grad_output_out, a, n, p, b, dgo);
     }
     if (want_dgrid) {
       T go[kChannelBlock];
       load_points_block(a.grad_output, a, n, p, b, go);
-      if (has_ggi) tap_sums_block(go, at_ggi, ggi, a.grad_grad_input.stride_c, b.count, go_dot_ggi);
-      if (has_ggg) tap_sums_block(go, at_input, v, a.input.stride_c, b.count, go_dot_v);
+      if (has_ggi) tap_sums_block(go, at_ggi, a.grad_grad_input, ggi, b.count, go_dot_ggi);
+      if (has_ggg) tap_sums_block(go, at_input, a.input, v, b.count, go_dot_v);
     }
   });
   if (!want_dgrid) return;
@@ -592,8 +618,46 @@ C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t p
   for_each_block(c_begin, c_end, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(along, at, go, a.input_grad_out.plane(n, b.first), a.input_grad_out.stride_c, b.count, add);
+    scatter_block(along, at, go, a.input_grad_out, a.input_grad_out.plane(n, b.first), b.count, add);
   });
+}
+
+/// Position of a tap outside the input in scatter_pairs_point.
+constexpr int64_t kNoPosition = INT64_MAX;
+
+/// The scatter of one point as (position, coefficient) pairs, one per tap k: the scatter target at [n, c, tap k]
+/// receives coefficient_k * gO[n, c, p] for every channel c. position_k = n * (pixels per plane) + the tap's
+/// index in a contiguous plane, kNoPosition outside. The coefficient is the backward's W_k, or with
+/// `along_grid` the double backward's sum_e dW_k/dg_e ggG_e. (The deterministic GPU scatter sorts these pairs.)
+template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+C10_HOST_DEVICE inline void scatter_pairs_point(const Args& a, int64_t point, bool along_grid, int64_t* position,
+                                                opmath_t<scalar_t>* coefficient) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, I, P, kDims>;
+  const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
+  int64_t plane_stride[kDims];
+  int64_t plane = 1;
+#pragma unroll
+  for (int e = 0; e < kDims; ++e) {
+    plane_stride[e] = plane;
+    plane *= a.size[e];
+  }
+  const auto at = taps.offsets(plane_stride);
+  T coef[Taps::kTaps];
+  if (along_grid) {
+    T ggg[kDims];
+#pragma unroll
+    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    taps.directional(ggg, coef);
+  } else {
+    taps.weights(coef);
+  }
+  const int64_t n = point / a.points;
+#pragma unroll(unroll_taps(Taps::kTaps))
+  for (int k = 0; k < Taps::kTaps; ++k) {
+    position[k] = at.inside[k] ? n * plane + at.offset[k] : kNoPosition;
+    coefficient[k] = coef[k];
+  }
 }
 
 }  // namespace grid_encoder
