@@ -30,9 +30,11 @@ CROP = SIZE - BOTTOM
 def test_more_than_2_to_the_31_elements(mode):
     assert CHANNELS * SIZE * SIZE > 2 ** 31 and CHANNELS * POINTS > 2 ** 31
     input = torch.randn(1, SIZE, SIZE, CHANNELS, device="cuda").permute(0, 3, 1, 2).requires_grad_()
-    rows = torch.cat([torch.rand(POINTS - CHECKED, device="cuda") * (BOTTOM - 100),
-                      BOTTOM + 10 + torch.rand(CHECKED, device="cuda") * (CROP - 20)])
-    columns = torch.rand(POINTS, device="cuda") * (SIZE - 1)
+    # Pixel coordinates 0.1 to 0.9 px past a whole number: bilinear grid gradients jump at whole numbers.
+    rows = torch.cat([torch.randint(0, BOTTOM - 100, (POINTS - CHECKED,), device="cuda"),
+                      torch.randint(BOTTOM + 10, SIZE - 10, (CHECKED,), device="cuda")])
+    rows = rows + 0.1 + 0.8 * torch.rand(POINTS, device="cuda")
+    columns = torch.randint(0, SIZE - 1, (POINTS,), device="cuda") + 0.1 + 0.8 * torch.rand(POINTS, device="cuda")
     grid = (torch.stack([columns, rows], -1) * (2 / (SIZE - 1)) - 1).view(1, 1, POINTS, 2).requires_grad_()
     out = grid_sample(input, grid, mode, "zeros", True)
     grad_out = torch.randn_like(out)

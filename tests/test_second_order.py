@@ -1,4 +1,6 @@
 """Every second-order term equals the pure-PyTorch reference's; finite differences agree."""
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,3 +81,33 @@ def test_gradcheck_and_gradgradcheck(device, mode, padding, align):
     fn = lambda x, g: grid_sample(x, g, mode, padding, align)
     assert torch.autograd.gradcheck(fn, (input, grid))
     assert torch.autograd.gradgradcheck(fn, (input, grid))
+
+
+def test_eikonal_first_half_computes_only_the_grid_gradient(monkeypatch):
+    """torch.autograd.grad(out, grid, create_graph=True) needs no input gradient: where torch can tell (an
+    input computed by another op), the kernels are not asked for it; the results stay right."""
+    module = sys.modules["grid_encoder.grid_sample"]
+    masks = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            op = getattr(torch.ops.grid_encoder, name)
+
+            def call(*args):
+                if name != "grid_sample_forward":
+                    masks.append((name, list(args[-1])))
+                return op(*args)
+            return call
+
+    monkeypatch.setattr(module, "_ops", Recorder())
+    leaf = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    grid = random_grid(1, 4, 5).requires_grad_()
+    results = []
+    for sample in (grid_sample, grid_sample_reference):
+        features = leaf * 2  # not a leaf
+        out = sample(features, grid, "bilinear", "zeros", True)
+        (grad_grid,) = torch.autograd.grad(out, grid, torch.ones_like(out), create_graph=True)
+        results.append(torch.autograd.grad(((grad_grid.norm(dim=-1) - 1) ** 2).sum(), (leaf, grid)))
+    assert masks == [("grid_sample_backward", [False, True]), ("grid_sample_double_backward", [False, True, True])]
+    for a, b in zip(*results):
+        assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -33,7 +33,7 @@ void for_each_point(const Problem& pb, int64_t work_per_point, const F& body) {
   });
 }
 
-/// Calls body(point, c_begin, c_end) so that every (n, c) pair belongs to exactly one thread.
+/// Calls body(point, owned channels) so that every (n, c) pair belongs to exactly one thread.
 template <typename F>
 void for_each_channel_owner(const Problem& pb, const F& body) {
   const int64_t channels = pb.channels(), points = pb.points();
@@ -42,7 +42,7 @@ void for_each_channel_owner(const Problem& pb, const F& body) {
     for (int64_t n = begin / channels; n * channels < end; ++n) {
       const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
       const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
-      for (int64_t p = 0; p < points; ++p) body(n * points + p, c_begin, c_end);
+      for (int64_t p = 0; p < points; ++p) body(n * points + p, channel_range(c_begin, c_end));
     }
   });
 }
@@ -65,20 +65,25 @@ void for_each_channel_owner(const Problem& pb, const F& body) {
 
 void forward_cpu(const Problem& pb) {
   GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_forward_cpu", {
+    const ChannelSpan all = channel_range(0, pb.channels());
     for_each_point(pb, pb.channels() * kTaps,
-                   [&](int64_t point) { forward_point<scalar_t, I, P, kDims>(args, point); });
+                   [&](int64_t point) { forward_point<scalar_t, I, P, kDims>(args, point, all); });
   });
 }
 
 void backward_cpu(const Problem& pb) {
   GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_backward_cpu", {
     if (pb.grad_grid.defined()) {
-      for_each_point(pb, pb.channels() * kTaps * kDims,
-                     [&](int64_t point) { backward_grid_point<scalar_t, I, P, kDims>(args, point); });
+      const ChannelSpan all = channel_range(0, pb.channels());
+      for_each_point(pb, pb.channels() * kTaps * kDims, [&](int64_t point) {
+        opmath_t<scalar_t> dgrid[kDims] = {};
+        backward_grid_point<scalar_t, I, P, kDims>(args, point, all, dgrid);
+        store_grid_values(args.grad_grid, point, dgrid);
+      });
     }
     if (pb.grad_input.defined()) {
-      for_each_channel_owner(pb, [&](int64_t point, int64_t c_begin, int64_t c_end) {
-        backward_input_point<scalar_t, I, P, kDims>(args, point, c_begin, c_end, PlainAdd{});
+      for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
+        backward_input_point<scalar_t, I, P, kDims>(args, point, owned, PlainAdd{});
       });
     }
   });
@@ -87,12 +92,16 @@ void backward_cpu(const Problem& pb) {
 void double_backward_cpu(const Problem& pb) {
   GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_double_backward_cpu", {
     if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined()) {
-      for_each_point(pb, pb.channels() * kTaps * (kDims + 1) * 2,
-                     [&](int64_t point) { double_backward_point<scalar_t, I, P, kDims>(args, point); });
+      const ChannelSpan all = channel_range(0, pb.channels());
+      for_each_point(pb, pb.channels() * kTaps * (kDims + 1) * 2, [&](int64_t point) {
+        opmath_t<scalar_t> dgrid[kDims] = {};
+        double_backward_point<scalar_t, I, P, kDims>(args, point, all, dgrid);
+        if (args.grid_grad_out != nullptr) store_grid_values(args.grid_grad_out, point, dgrid);
+      });
     }
     if (pb.input_grad_out.defined()) {
-      for_each_channel_owner(pb, [&](int64_t point, int64_t c_begin, int64_t c_end) {
-        double_backward_input_point<scalar_t, I, P, kDims>(args, point, c_begin, c_end, PlainAdd{});
+      for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
+        double_backward_input_point<scalar_t, I, P, kDims>(args, point, owned, PlainAdd{});
       });
     }
   });

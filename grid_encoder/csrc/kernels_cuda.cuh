@@ -1,6 +1,8 @@
-// CUDA loops around the per-point math of sample_math.h: one thread per (n, p) sample, looping over
-// channels; scatter targets accumulate with atomicAdd in float32 (float64 for double inputs). Under
-// torch.use_deterministic_algorithms(True) the scatters take a sorted path instead (deterministic_scatter).
+// CUDA loops around the per-point math of sample_math.h. The channel blocks of a sample are split over
+// `lanes` neighbouring threads of a warp (see lanes_per_point), which sum their shares of the grid
+// derivatives with shuffles; scatter targets accumulate with atomicAdd in float32 (float64 for double
+// inputs). Under torch.use_deterministic_algorithms(True) the scatters take a sorted path instead
+// (deterministic_scatter).
 //
 // forward_cuda<kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
 // operator and dimensionality, so that ninja compiles them in parallel.
@@ -54,35 +56,100 @@ struct AtomicAdd {
   for (int64_t point = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; point < a.batch * a.points;   \
        point += int64_t(gridDim.x) * blockDim.x)
 
+/// Threads per sample: with at most 4 taps, one per channel block, rounded up to a power of two, at most a warp
+/// (lanes then take every lanes-th block). Neighbouring lanes read neighbouring channels of the same taps, so a
+/// warp's loads touch fewer cache lines, and more loads are in flight. Samples with more taps (bicubic, 3-D)
+/// already keep enough loads in flight per thread; split, they measured slower (H200).
+inline int lanes_per_point(int64_t channels, int taps) {
+  if (taps > 4) return 1;
+  const int64_t blocks = (channels + kDeviceChannelBlock - 1) / kDeviceChannelBlock;
+  int lanes = 1;
+  while (lanes < blocks && lanes < 32) lanes *= 2;
+  return lanes;
+}
+
+/// One thread's share of a sample: its channels, and whether it has a sample at all (the loops run whole
+/// warps, so that every lane can take part in the shuffles).
+struct Lane {
+  int64_t point;
+  ChannelSpan span;
+  bool active;
+  __device__ bool first() const { return span.begin == 0; }
+};
+
+/// Calls body(Lane) for every (sample, lane) pair. Items are rounded up to whole warps and the stride is a
+/// multiple of the warp size, so all lanes of a warp run the same iterations and the lanes of a sample share
+/// a warp (lanes divides 32).
+template <typename Args, typename F>
+__device__ inline void for_each_lane(const Args& a, int lanes, const F& body) {
+  const int64_t samples = a.batch * a.points;
+  const int64_t items = (samples * lanes + 31) / 32 * 32;
+#pragma unroll 1
+  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items;
+       item += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t point = item / lanes;
+    const int lane = static_cast<int>(item % lanes);
+    body(Lane{point, ChannelSpan{lane * kChannelBlock, a.channels, lanes * kChannelBlock}, point < samples});
+  }
+}
+
+/// value[e] = the sum of value[e] over the `lanes` lanes of a sample (every lane of the warp must call this).
+template <typename T, int kDims>
+__device__ inline void sum_over_lanes(T (&value)[kDims], int lanes) {
+  for (int offset = lanes / 2; offset > 0; offset /= 2) {
+#pragma unroll
+    for (int e = 0; e < kDims; ++e) value[e] += __shfl_xor_sync(0xffffffffu, value[e], offset);
+  }
+}
+
+/// Thread blocks per SM that a kernel's registers must leave room for (__launch_bounds__; the double backward
+/// gets half). Left alone, the compiler spends registers on loads in flight until one block of bilinear
+/// sampling fits (185 registers), and these latency-bound gathers starve for warps; with 64 they do not
+/// spill. Bicubic's 16 or 64 taps keep their registers: fewer spill.
+template <Interp I>
+constexpr int kMinBlocks = I == Interp::Bicubic ? 1 : 4;
+
 // args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads) forward_kernel(const Args args) {
-  GRID_ENCODER_FOR_EACH_SAMPLE(args, point) { forward_point<scalar_t, I, P, kDims>(args, point); }
+__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) forward_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane l) {
+    if (l.active) forward_point<scalar_t, I, P, kDims>(args, l.point, l.span);
+  });
 }
 
 // args: grad_output [N, C, P]; writes grad_grid [N, P, dims] and/or adds into grad_input (like input)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const Args args) {
-  GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
-    if (args.grad_grid != nullptr) backward_grid_point<scalar_t, I, P, kDims>(args, point);
-    if (args.grad_input.data != nullptr) {
-      backward_input_point<scalar_t, I, P, kDims>(args, point, 0, args.channels, AtomicAdd{});
+__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) backward_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane l) {
+    if (args.grad_grid != nullptr) {
+      opmath_t<scalar_t> dgrid[kDims] = {};
+      if (l.active) backward_grid_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
+      sum_over_lanes(dgrid, lanes);
+      if (l.active && l.first()) store_grid_values(args.grad_grid, l.point, dgrid);
     }
-  }
+    if (args.grad_input.data != nullptr && l.active) {
+      backward_input_point<scalar_t, I, P, kDims>(args, l.point, l.span, AtomicAdd{});
+    }
+  });
 }
 
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
 // d grad_output [N, C, P] and d grid [N, P, dims], and/or adds into d input (like input)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads) double_backward_kernel(const Args args) {
-  GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<I> + 1) / 2) double_backward_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane l) {
     if (args.grad_grad_output_out.data != nullptr || args.grid_grad_out != nullptr) {
-      double_backward_point<scalar_t, I, P, kDims>(args, point);
+      opmath_t<scalar_t> dgrid[kDims] = {};
+      if (l.active) double_backward_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
+      if (args.grid_grad_out != nullptr) {
+        sum_over_lanes(dgrid, lanes);
+        if (l.active && l.first()) store_grid_values(args.grid_grad_out, l.point, dgrid);
+      }
     }
-    if (args.input_grad_out.data != nullptr) {
-      double_backward_input_point<scalar_t, I, P, kDims>(args, point, 0, args.channels, AtomicAdd{});
+    if (args.input_grad_out.data != nullptr && l.active) {
+      double_backward_input_point<scalar_t, I, P, kDims>(args, l.point, l.span, AtomicAdd{});
     }
-  }
+  });
 }
 
 /// Launches kernel(args...) on the current stream of `device` with one thread per item (grid-stride beyond
@@ -100,6 +167,13 @@ void launch_items(int64_t items, c10::DeviceIndex device, Kernel kernel, const A
 template <typename Kernel, typename... Args>
 void launch(const Problem& pb, Kernel kernel, const Args&... args) {
   launch_items(pb.sample_count(), pb.input.get_device(), kernel, args...);
+}
+
+/// Launches kernel(args, lanes) with lanes_per_point threads per sample, in whole warps.
+template <int kTaps, typename Kernel, typename Args>
+void launch_lanes(const Problem& pb, Kernel kernel, const Args& args) {
+  const int lanes = lanes_per_point(pb.channels(), kTaps);
+  launch_items((pb.sample_count() * lanes + 31) / 32 * 32, pb.input.get_device(), kernel, args, lanes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,13 +238,14 @@ void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid)
                coefficient.data_ptr<acc_t>());
 }
 
-/// Runs the statement with scalar_t, I, P and args bound to the call's dtype and settings.
+/// Runs the statement with scalar_t, I, P, kTaps (taps per sample) and args bound to the call's dtype and settings.
 #define GRID_ENCODER_CUDA_DISPATCH(pb, NAME, ...)                                                    \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,                   \
                                   pb.input.scalar_type(), NAME, [&] {                                \
     dispatch_interp<kDims>(pb, [&](auto interp_tag, auto padding_tag, auto) {                        \
       constexpr Interp I = decltype(interp_tag)::value;                                               \
       constexpr Padding P = decltype(padding_tag)::value;                                             \
+      constexpr int kTaps = PointTaps<float, I, P, kDims>::kTaps;                                     \
       const auto args = make_args<scalar_t, kDims>(pb);                                               \
       __VA_ARGS__                                                                                     \
     });                                                                                               \
@@ -181,7 +256,7 @@ void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid)
 template <int kDims>
 void forward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_forward_cuda", {
-    launch(pb, forward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
+    launch_lanes<kTaps>(pb, forward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
   });
 }
 
@@ -190,11 +265,11 @@ void backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_backward_cuda", {
     const auto kernel = backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
     if (args.grad_input.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
-      launch(pb, kernel, args);
+      launch_lanes<kTaps>(pb, kernel, args);
     } else {
       auto grid_only = args;
       grid_only.grad_input.data = nullptr;
-      if (grid_only.grad_grid != nullptr) launch(pb, kernel, grid_only);
+      if (grid_only.grad_grid != nullptr) launch_lanes<kTaps>(pb, kernel, grid_only);
       deterministic_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/false);
     }
   });
@@ -205,12 +280,12 @@ void double_backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_double_backward_cuda", {
     const auto kernel = double_backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
     if (args.input_grad_out.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
-      launch(pb, kernel, args);
+      launch_lanes<kTaps>(pb, kernel, args);
     } else {
       auto pointwise = args;
       pointwise.input_grad_out.data = nullptr;
       if (pointwise.grad_grad_output_out.data != nullptr || pointwise.grid_grad_out != nullptr) {
-        launch(pb, kernel, pointwise);
+        launch_lanes<kTaps>(pb, kernel, pointwise);
       }
       deterministic_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/true);
     }

@@ -309,8 +309,9 @@ struct PointTaps {
 // GPU, which reads channels-last working copies (grid_sample.cpp), a block's values at one tap share a
 // cache sector and are loaded back to back. The CPU reads tensors as they come, mostly channels-first,
 // where one channel at a time measured fastest.
+constexpr int kDeviceChannelBlock = 8;
 #ifdef __CUDA_ARCH__
-constexpr int kChannelBlock = 8;
+constexpr int kChannelBlock = kDeviceChannelBlock;
 #else
 constexpr int kChannelBlock = 1;
 #endif
@@ -456,7 +457,10 @@ C10_HOST_DEVICE inline PointTaps<opmath_t<scalar_t>, I, P, kDims> point_taps(con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-point work. `point` runs over N * P; n = point / P, p = point % P. Channels [c_begin, c_end).
+// Per-point work. `point` runs over N * P; n = point / P, p = point % P. A function handles the channels of
+// its ChannelSpan; grid derivatives sum over all channels, so the functions add this span's share into
+// `dgrid`, and the caller sums the shares of a point (CPU: one span holds every channel; GPU: the lanes of a
+// point hold a span each, see kernels_cuda.cuh) and stores the total with store_grid_values.
 
 /// Reads a block of a [N, C, P] tensor at point p into value[j] (zeros where absent or past the end).
 template <typename T, typename scalar_t, typename Args>
@@ -477,18 +481,36 @@ C10_HOST_DEVICE inline void store_points_block(const PointsView<scalar_t>& t, co
   }
 }
 
-/// Calls body(ChannelBlock) for the channel blocks covering [c_begin, c_end).
+/// The channels of a point that one thread handles: the blocks starting at begin, begin + step, ... below end.
+struct ChannelSpan {
+  int64_t begin, end, step;
+};
+
+/// Every channel in [begin, end), one block after another.
+C10_HOST_DEVICE inline ChannelSpan channel_range(int64_t begin, int64_t end) {
+  return {begin, end, kChannelBlock};
+}
+
+/// Calls body(ChannelBlock) for the channel blocks of the span.
 template <typename F>
-C10_HOST_DEVICE inline void for_each_block(int64_t c_begin, int64_t c_end, const F& body) {
-  for (int64_t c = c_begin; c < c_end; c += kChannelBlock) {
-    const int64_t left = c_end - c;
+C10_HOST_DEVICE inline void for_each_block(ChannelSpan span, const F& body) {
+#pragma unroll 1  // unrolled, the blocks' loads multiply the registers and starve the GPU of threads
+  for (int64_t c = span.begin; c < span.end; c += span.step) {
+    const int64_t left = span.end - c;
     body(ChannelBlock{c, left < kChannelBlock ? static_cast<int>(left) : kChannelBlock});
   }
 }
 
+/// t[point, e] = value[e] for a [N, P, kDims] tensor.
+template <typename scalar_t, typename T, int kDims>
+C10_HOST_DEVICE inline void store_grid_values(scalar_t* t, int64_t point, const T (&value)[kDims]) {
+#pragma unroll
+  for (int e = 0; e < kDims; ++e) t[point * kDims + e] = static_cast<scalar_t>(value[e]);
+}
+
 /// output[n, c, p] = sum_k W_k V_k[n, c]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point) {
+C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point, ChannelSpan span) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
@@ -496,23 +518,24 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point) {
   const auto at = taps.offsets(a.input.stride);
   T weight[Taps::kTaps];
   taps.weights(weight);
-  for_each_block(0, a.channels, [&](ChannelBlock b) {
+  for_each_block(span, [&](ChannelBlock b) {
     T value[kChannelBlock] = {};
     gather_block(weight, at, a.input, a.input.plane(n, b.first), b.count, value);
     store_points_block(a.output, a, n, p, b, value);
   });
 }
 
-/// grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]
+/// dgrid[e] += the span's share of grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point) {
+C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point, ChannelSpan span,
+                                                opmath_t<scalar_t> (&dgrid)[kDims]) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
   const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
   const auto at = taps.offsets(a.input.stride);
   T go_dot_v[Taps::kTaps] = {};  // sum_c gO[c] V_k[c]
-  for_each_block(0, a.channels, [&](ChannelBlock b) {
+  for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
     tap_sums_block(go, at, a.input, a.input.plane(n, b.first), b.count, go_dot_v);
@@ -520,15 +543,12 @@ C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point) {
   T weight_grad[kDims][Taps::kTaps];
   taps.weight_grads(weight_grad);
 #pragma unroll
-  for (int e = 0; e < kDims; ++e) {
-    a.grad_grid[point * kDims + e] = static_cast<scalar_t>(dot(weight_grad[e], go_dot_v));
-  }
+  for (int e = 0; e < kDims; ++e) dgrid[e] += dot(weight_grad[e], go_dot_v);
 }
 
 /// grad_input[n, c, tap k] += W_k gO[n, c, p]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
-C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, int64_t c_begin, int64_t c_end,
-                                                 const Add& add) {
+C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, ChannelSpan span, const Add& add) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
@@ -536,7 +556,7 @@ C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, i
   const auto at = taps.offsets(a.grad_input.stride);
   T weight[Taps::kTaps];
   taps.weights(weight);
-  for_each_block(c_begin, c_end, [&](ChannelBlock b) {
+  for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
     scatter_block(weight, at, go, a.grad_input, a.grad_input.plane(n, b.first), b.count, add);
@@ -544,11 +564,12 @@ C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, i
 }
 
 /// The per-point terms of the double backward, given ggI = grad_grad_input and ggG = grad_grad_grid
-/// (either may be absent) and writing whichever of these outputs is requested:
+/// (either may be absent), for whichever of these outputs is requested (d G: the span's share into dgrid):
 ///   d gO[n, c, p] = sum_k W_k ggI_k + sum_k (sum_e dW_k/dg_e ggG_e) V_k
 ///   d G[n, p, e]  = sum_k dW_k/dg_e (sum_c gO ggI_k) + sum_k (sum_f d2W_k/dg_e dg_f ggG_f) (sum_c gO V_k)
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) {
+C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point, ChannelSpan span,
+                                                  opmath_t<scalar_t> (&dgrid)[kDims]) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   constexpr int kTaps = Taps::kTaps;
@@ -571,7 +592,7 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) 
   }
 
   T go_dot_ggi[kTaps] = {}, go_dot_v[kTaps] = {};  // sum_c gO[c] ggI_k[c], sum_c gO[c] V_k[c]
-  for_each_block(0, a.channels, [&](ChannelBlock b) {
+  for_each_block(span, [&](ChannelBlock b) {
     const scalar_t* v = a.input.plane(n, b.first);
     const scalar_t* ggi = has_ggi ? a.grad_grad_input.plane(n, b.first) : nullptr;
     if (want_dgo) {
@@ -593,18 +614,16 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point) 
   if (has_ggg) taps.directional_grads(ggg, along_grad);
 #pragma unroll
   for (int e = 0; e < kDims; ++e) {
-    T dgrid = 0;
-    if (has_ggi) dgrid += dot(weight_grad[e], go_dot_ggi);
-    if (has_ggg) dgrid += dot(along_grad[e], go_dot_v);
-    a.grid_grad_out[point * kDims + e] = static_cast<scalar_t>(dgrid);
+    if (has_ggi) dgrid[e] += dot(weight_grad[e], go_dot_ggi);
+    if (has_ggg) dgrid[e] += dot(along_grad[e], go_dot_v);
   }
 }
 
 /// The scatter term of the double backward:
 ///   d I[n, c, tap k] += gO[n, c, p] * sum_e dW_k/dg_e ggG_e
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
-C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, int64_t c_begin,
-                                                        int64_t c_end, const Add& add) {
+C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, ChannelSpan span,
+                                                        const Add& add) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
@@ -615,7 +634,7 @@ C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t p
   for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
   T along[Taps::kTaps];
   taps.directional(ggg, along);
-  for_each_block(c_begin, c_end, [&](ChannelBlock b) {
+  for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
     scatter_block(along, at, go, a.input_grad_out, a.input_grad_out.plane(n, b.first), b.count, add);
