@@ -24,9 +24,10 @@ except ImportError:  # Windows: builds are not locked against each other
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _CPU_SOURCES = ["grid_sample.cpp", "kernels_cpu.cpp"]
-# One CUDA file per operator and dimensionality (see kernels_cuda.cuh), compiled in parallel.
-_CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d.cu") for op in ("forward", "backward", "double_backward")
-                 for dims in (2, 3)]
+# One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel.
+_CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d_{dtype}.cu")
+                 for op in ("forward", "backward", "double_backward") for dims in (2, 3)
+                 for dtype in ("f32", "f64", "f16", "bf16")]
 _HEADERS = ["kernels.h", "kernels_cuda.cuh", "sample_math.h"]
 _BUILT_MARKER = "build-complete"
 

@@ -14,11 +14,15 @@
 namespace grid_encoder {
 namespace {
 
-// Runs NAME##_cpu or NAME##_cuda<dims> on the problem's device (check_sampler rejects CUDA tensors in a
-// build without CUDA kernels).
+// Runs NAME##_cpu, or NAME##_cuda<scalar_t, dims> for the problem's dtype and dimensionality, on the problem's
+// device (check_sampler rejects CUDA tensors in a build without CUDA kernels).
 #ifdef GRID_ENCODER_WITH_CUDA
-#define GRID_ENCODER_RUN(NAME, pb)                                                                 \
-  (!(pb).input.is_cuda() ? NAME##_cpu(pb) : (pb).dims() == 3 ? NAME##_cuda<3>(pb) : NAME##_cuda<2>(pb))
+#define GRID_ENCODER_RUN(NAME, pb)                                                                       \
+  (!(pb).input.is_cuda()                                                                                 \
+       ? NAME##_cpu(pb)                                                                                  \
+       : AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (pb).input.scalar_type(), #NAME, [&] { \
+           (pb).dims() == 3 ? NAME##_cuda<scalar_t, 3>(pb) : NAME##_cuda<scalar_t, 2>(pb);              \
+         }))
 #else
 #define GRID_ENCODER_RUN(NAME, pb) NAME##_cpu(pb)
 #endif

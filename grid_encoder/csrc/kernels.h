@@ -46,12 +46,12 @@ void forward_cpu(const Problem& problem);
 void backward_cpu(const Problem& problem);
 void double_backward_cpu(const Problem& problem);
 #ifdef GRID_ENCODER_WITH_CUDA
-// Defined in kernels_cuda.cuh, instantiated in cuda/*.cu for kDims = 2 and 3.
-template <int kDims>
+// Defined in kernels_cuda.cuh, instantiated in cuda/*.cu for each dtype and kDims = 2 and 3.
+template <typename scalar_t, int kDims>
 void forward_cuda(const Problem& problem);
-template <int kDims>
+template <typename scalar_t, int kDims>
 void backward_cuda(const Problem& problem);
-template <int kDims>
+template <typename scalar_t, int kDims>
 void double_backward_cuda(const Problem& problem);
 #endif
 

@@ -4,8 +4,8 @@
 // inputs). Under torch.use_deterministic_algorithms(True) the scatters take a sorted path instead
 // (deterministic_scatter).
 //
-// forward_cuda<kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
-// operator and dimensionality, so that ninja compiles them in parallel.
+// forward_cuda<scalar_t, kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
+// operator, dimensionality and dtype, so that ninja compiles them in parallel.
 #pragma once
 
 #include <ATen/Context.h>
@@ -238,31 +238,28 @@ void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid)
                coefficient.data_ptr<acc_t>());
 }
 
-/// Runs the statement with scalar_t, I, P, kTaps (taps per sample) and args bound to the call's dtype and settings.
-#define GRID_ENCODER_CUDA_DISPATCH(pb, NAME, ...)                                                    \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,                   \
-                                  pb.input.scalar_type(), NAME, [&] {                                \
-    dispatch_interp<kDims>(pb, [&](auto interp_tag, auto padding_tag, auto) {                        \
-      constexpr Interp I = decltype(interp_tag)::value;                                               \
-      constexpr Padding P = decltype(padding_tag)::value;                                             \
-      constexpr int kTaps = PointTaps<float, I, P, kDims>::kTaps;                                     \
-      const auto args = make_args<scalar_t, kDims>(pb);                                               \
-      __VA_ARGS__                                                                                     \
-    });                                                                                               \
+/// Runs the statement with I, P, kTaps (taps per sample) and args bound to the call's settings.
+#define GRID_ENCODER_CUDA_DISPATCH(pb, ...)                                                          \
+  dispatch_interp<kDims>(pb, [&](auto interp_tag, auto padding_tag, auto) {                         \
+    constexpr Interp I = decltype(interp_tag)::value;                                                 \
+    constexpr Padding P = decltype(padding_tag)::value;                                               \
+    constexpr int kTaps = PointTaps<float, I, P, kDims>::kTaps;                                       \
+    const auto args = make_args<scalar_t, kDims>(pb);                                                 \
+    __VA_ARGS__                                                                                       \
   })
 
 }  // namespace
 
-template <int kDims>
+template <typename scalar_t, int kDims>
 void forward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_forward_cuda", {
+  GRID_ENCODER_CUDA_DISPATCH(pb, {
     launch_lanes<kTaps>(pb, forward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
   });
 }
 
-template <int kDims>
+template <typename scalar_t, int kDims>
 void backward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_backward_cuda", {
+  GRID_ENCODER_CUDA_DISPATCH(pb, {
     const auto kernel = backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
     if (args.grad_input.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
       launch_lanes<kTaps>(pb, kernel, args);
@@ -275,9 +272,9 @@ void backward_cuda(const Problem& pb) {
   });
 }
 
-template <int kDims>
+template <typename scalar_t, int kDims>
 void double_backward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, "grid_sample_double_backward_cuda", {
+  GRID_ENCODER_CUDA_DISPATCH(pb, {
     const auto kernel = double_backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
     if (args.input_grad_out.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
       launch_lanes<kTaps>(pb, kernel, args);
