@@ -17,8 +17,8 @@ Ratios compare against torch from the same run.
 
 --composite loads a module with grid_sample(input, grid, align_corners) implementing torch >= 2.12's
 composite double backward (bilinear, zeros), to time it on a torch that lacks it.
---deterministic runs everything under torch.use_deterministic_algorithms(True) (torch's CUDA grid_sample
-backward refuses to run there; grid_encoder takes its sorted scatter path).
+--deterministic runs everything under torch.use_deterministic_algorithms(True) (torch's native CUDA
+grid_sample backward refuses to run there; grid_encoder takes its sorted scatter path).
 """
 import argparse
 import csv
