@@ -1,4 +1,5 @@
 """Shared fixtures and input makers. Every test draws fresh random inputs from a seed of its own."""
+import contextlib
 import itertools
 import os
 import sys
@@ -45,6 +46,17 @@ def off_edge_grid(out_shape, input_spatial, align_corners, dtype=torch.float64, 
         pixel = whole + frac
         coords.append(2 * pixel / (size - 1) - 1 if align_corners else (2 * pixel + 1) / size - 1)
     return torch.stack(coords, -1)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True) inside the block; the previous setting afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def grads_or_zeros(outputs, inputs, grad_outputs, **kwargs):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import MODES, PADDINGS, first_and_second_order, random_grid
+from conftest import MODES, PADDINGS, deterministic_algorithms, first_and_second_order, random_grid
 from grid_encoder import grid_sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -88,15 +88,6 @@ def test_channel_blocks_and_layouts_match_cpu(dims, dtype, channels, layout):
             assert a.dtype == dtype
             scale = b.abs().max().item()
             assert_close(a.cpu().double(), b, rtol=tolerance, atol=tolerance * scale)
-
-
-class deterministic_algorithms:
-    def __enter__(self):
-        self.previous = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-
-    def __exit__(self, *exc):
-        torch.use_deterministic_algorithms(self.previous)
 
 
 @pytest.mark.parametrize("channels", [3, 16])

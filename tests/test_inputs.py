@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import MODES, PADDINGS, first_and_second_order, random_grid
+from conftest import MODES, PADDINGS, deterministic_algorithms, first_and_second_order, random_grid
 from grid_encoder import grid_sample
 
 f64 = torch.float64
@@ -156,12 +156,8 @@ def test_cpu_results_are_bitwise_reproducible(dims):
     input = torch.randn(2, 6, *spatial)
     grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float32)
     runs = [first_and_second_order(grid_sample, input, grid, "bicubic", "zeros", False) for _ in range(2)]
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         runs.append(first_and_second_order(grid_sample, input, grid, "bicubic", "zeros", False))
-    finally:
-        torch.use_deterministic_algorithms(previous)
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
