@@ -71,7 +71,7 @@ def misaligned_channels_last(n, c, *spatial, dtype, device="cuda"):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("dims", [2, 3])
 def test_channel_blocks_and_layouts_match_cpu(dims, dtype, channels, layout):
-    """Whole and partial channel blocks, 16-byte loads and vector atomics, and their scalar fallbacks."""
+    """Whole and partial channel blocks, 16-byte loads and stores, and their scalar fallbacks."""
     spatial, out_spatial = ((9, 11), (6, 7)) if dims == 2 else ((5, 6, 7), (3, 4, 5))
     if layout == "misaligned":
         input = misaligned_channels_last(2, channels, *spatial, dtype=dtype)

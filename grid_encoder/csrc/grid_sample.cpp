@@ -75,7 +75,7 @@ std::vector<int64_t> output_shape(const at::Tensor& input, const at::Tensor& gri
   return shape;
 }
 
-/// On CUDA with several channels, the kernels read and accumulate input-like tensors channels-last: each tap
+/// On CUDA with several channels, the kernels read input-like tensors channels-last: each tap
 /// of a point is then a contiguous run of channels (see kChannelBlock in sample_math.h), where channels-first
 /// data puts every channel in a separate cache sector. The CPU reads tensors in the layout they come in.
 bool channels_last_working_copy(const at::Tensor& input) { return input.is_cuda() && input.size(1) >= 4; }
@@ -89,36 +89,22 @@ at::Tensor working_copy(const at::Tensor& t, const at::Tensor& input) {
   return channels_last_working_copy(input) ? t.contiguous(channels_last_format(input)) : t;
 }
 
+/// The call's problem. `reads_input`: whether the kernels will read input (else it only gives shapes).
 Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation, int64_t padding,
-                     bool align_corners) {
+                     bool align_corners, bool reads_input) {
   Problem pb;
   pb.interp = static_cast<Interp>(interpolation);
   pb.padding = static_cast<Padding>(padding);
   pb.align_corners = align_corners;
-  pb.input = working_copy(input, input);
+  pb.input = reads_input ? working_copy(input, input) : input;
   pb.grid = grid.contiguous();
   return pb;
 }
 
-at::ScalarType accumulation_dtype(const at::Tensor& input) {
-  return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-/// A zero-filled scatter target shaped like input, in the accumulation dtype and the working layout.
-at::Tensor zeros_accumulator(const at::Tensor& input) {
-  const auto options = input.options().dtype(accumulation_dtype(input));
-  if (channels_last_working_copy(input)) {
-    return at::zeros(input.sizes(), options.memory_format(channels_last_format(input)));
-  }
-  return at::zeros_like(input, options, at::MemoryFormat::Preserve);
-}
-
-/// An accumulator as a gradient of input: input's dtype, and the layout of at::empty_like(input).
-at::Tensor from_accumulator(const at::Tensor& accumulator, const at::Tensor& input) {
-  if (accumulator.scalar_type() == input.scalar_type() && accumulator.strides() == input.strides()) {
-    return accumulator;
-  }
-  return at::empty_like(input).copy_(accumulator);
+/// The tensor an input-shaped gradient is written into (see Problem): the CPU kernels add into zeros, the CUDA
+/// binned scatter writes every element.
+at::Tensor scatter_target(const at::Tensor& input) {
+  return input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
 }
 
 /// The placeholder returned for an output that was not requested.
@@ -131,7 +117,7 @@ at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, 
   constexpr const char* op = "grid_encoder.grid_sample_forward";
   check_sampler(op, input, grid, interpolation, padding);
   const c10::DeviceGuard guard(input.device());
-  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners, /*reads_input=*/true);
   pb.output = at::empty(output_shape(input, grid), input.options());
   GRID_ENCODER_RUN(forward, pb);
   return pb.output;
@@ -145,17 +131,17 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_o
   check_sampler(op, input, grid, interpolation, padding);
   check_like(op, "grad_output", grad_output, output_shape(input, grid), input);
   const c10::DeviceGuard guard(input.device());
-  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
+  const bool computes_grad_grid = output_mask[1] && interpolation != static_cast<int64_t>(Interp::Nearest);
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners, /*reads_input=*/computes_grad_grid);
   pb.grad_output = grad_output.contiguous();
-  const bool nearest = pb.interp == Interp::Nearest;
   at::Tensor grad_grid = not_requested(grid);
   if (output_mask[1]) {  // nearest sampling is piecewise constant in the grid
-    grad_grid = nearest ? at::zeros_like(pb.grid) : at::empty_like(pb.grid);
-    if (!nearest) pb.grad_grid = grad_grid;
+    grad_grid = computes_grad_grid ? at::empty_like(pb.grid) : at::zeros_like(pb.grid);
+    if (computes_grad_grid) pb.grad_grid = grad_grid;
   }
-  if (output_mask[0]) pb.grad_input = zeros_accumulator(input);
+  at::Tensor grad_input = not_requested(input);
+  if (output_mask[0]) grad_input = pb.grad_input = scatter_target(input);
   if (pb.grad_grid.defined() || pb.grad_input.defined()) GRID_ENCODER_RUN(backward, pb);
-  const at::Tensor grad_input = output_mask[0] ? from_accumulator(pb.grad_input, input) : not_requested(input);
   return {grad_input, grad_grid};
 }
 
@@ -171,17 +157,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   if (has_ggi) check_like(op, "grad_grad_input", *grad_grad_input, input.sizes(), input);
   if (has_ggg) check_like(op, "grad_grad_grid", *grad_grad_grid, grid.sizes(), input);
   const c10::DeviceGuard guard(input.device());
-  Problem pb = make_problem(input, grid, interpolation, padding, align_corners);
-  pb.grad_output = grad_output.contiguous();
-  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input, input);
-  if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   // Which terms can be non-zero (see sample_math.h): nearest has no grid derivatives at all.
-  const bool smooth = pb.interp != Interp::Nearest;
+  const bool smooth = interpolation != static_cast<int64_t>(Interp::Nearest);
   const bool grid_terms = smooth && has_ggg;
   const bool computes_dgo = has_ggi || grid_terms;
   const bool computes_dinput = grid_terms;
   const bool computes_dgrid = smooth && (has_ggi || has_ggg);
+  // Only the grid terms of d grad_output and d grid read the input.
+  const bool reads_input = grid_terms && (output_mask[0] || output_mask[2]);
+
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners, reads_input);
+  pb.grad_output = grad_output.contiguous();
+  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input, input);
+  if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   at::Tensor d_grad_output = not_requested(input), d_grid = not_requested(grid);
   if (output_mask[0]) {
@@ -194,13 +183,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   }
   at::Tensor d_input = not_requested(input);
   if (output_mask[1]) {
-    d_input = zeros_accumulator(input);
+    d_input = computes_dinput ? scatter_target(input) : at::zeros_like(input);
     if (computes_dinput) pb.input_grad_out = d_input;
   }
   if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined() || pb.input_grad_out.defined()) {
     GRID_ENCODER_RUN(double_backward, pb);
   }
-  if (output_mask[1]) d_input = from_accumulator(d_input, input);
   return {d_grad_output, d_input, d_grid};
 }
 

@@ -13,13 +13,14 @@
 namespace grid_encoder {
 
 /// The tensors of one forward, backward or double-backward call. Undefined tensors are absent
-/// (not given, or not requested). Scatter targets (grad_input, input_grad_out) are zero-filled and
-/// have the accumulation dtype (float32 for half and bfloat16 inputs).
+/// (not given, or not requested). Scatter targets (grad_input, input_grad_out) are shaped, typed and laid out
+/// like at::empty_like(input): zero-filled on the CPU, whose kernels add into them; uninitialized on CUDA,
+/// where the binned scatter writes every element.
 struct Problem {
   Interp interp = Interp::Bilinear;
   Padding padding = Padding::Zeros;
   bool align_corners = true;
-  at::Tensor input;        // [N, C, (D,) H, W], any strides
+  at::Tensor input;        // [N, C, (D,) H, W], any strides (CUDA: the working copy where kernels read it)
   at::Tensor grid;         // [N, (Do,) Ho, Wo, dims], contiguous; dims = 2 or 3
   at::Tensor output;       // [N, C, (Do,) Ho, Wo], contiguous (forward)
   at::Tensor grad_output;  // like output, contiguous (backward, double backward)
@@ -83,12 +84,8 @@ scalar_t* data_or_null(const at::Tensor& t) {
 }
 
 template <typename scalar_t, int kDims>
-using ArgsFor = SampleArgs<scalar_t, opmath_t<scalar_t>, kDims>;
-
-template <typename scalar_t, int kDims>
-ArgsFor<scalar_t, kDims> make_args(const Problem& pb) {
-  using acc_t = opmath_t<scalar_t>;
-  ArgsFor<scalar_t, kDims> a;
+SampleArgs<scalar_t, kDims> make_args(const Problem& pb) {
+  SampleArgs<scalar_t, kDims> a;
   a.batch = pb.batch();
   a.channels = pb.channels();
   a.points = pb.points();
@@ -98,12 +95,12 @@ ArgsFor<scalar_t, kDims> make_args(const Problem& pb) {
   a.input = image_view<const scalar_t, kDims>(pb.input);
   a.output = points_view<scalar_t>(pb.output);
   a.grad_output = points_view<const scalar_t>(pb.grad_output);
-  a.grad_input = image_view<acc_t, kDims>(pb.grad_input);
+  a.grad_input = image_view<scalar_t, kDims>(pb.grad_input);
   a.grad_grid = data_or_null<scalar_t>(pb.grad_grid);
   a.grad_grad_input = image_view<const scalar_t, kDims>(pb.grad_grad_input);
   a.grad_grad_grid = data_or_null<const scalar_t>(pb.grad_grad_grid);
   a.grad_grad_output_out = points_view<scalar_t>(pb.grad_grad_output_out);
-  a.input_grad_out = image_view<acc_t, kDims>(pb.input_grad_out);
+  a.input_grad_out = image_view<scalar_t, kDims>(pb.input_grad_out);
   a.grid_grad_out = data_or_null<scalar_t>(pb.grid_grad_out);
   return a;
 }

@@ -13,14 +13,6 @@
 namespace grid_encoder {
 namespace {
 
-/// target[j * stride_c] += values[j] for the block's channels (see scatter_block).
-struct PlainAdd {
-  template <typename acc_t, int kCount>
-  void operator()(acc_t* target, int64_t stride_c, int count, bool, const acc_t (&values)[kCount]) const {
-    for (int j = 0; j < count; ++j) target[j * stride_c] += values[j];
-  }
-};
-
 /// Work items of about this many multiply-adds per thread task.
 constexpr int64_t kGrainWork = 1 << 12;
 
@@ -83,7 +75,7 @@ void backward_cpu(const Problem& pb) {
     }
     if (pb.grad_input.defined()) {
       for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
-        backward_input_point<scalar_t, I, P, kDims>(args, point, owned, PlainAdd{});
+        backward_input_point<scalar_t, I, P, kDims>(args, point, owned);
       });
     }
   });
@@ -101,7 +93,7 @@ void double_backward_cpu(const Problem& pb) {
     }
     if (pb.input_grad_out.defined()) {
       for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
-        double_backward_input_point<scalar_t, I, P, kDims>(args, point, owned, PlainAdd{});
+        double_backward_input_point<scalar_t, I, P, kDims>(args, point, owned);
       });
     }
   });

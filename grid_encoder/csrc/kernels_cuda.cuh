@@ -1,8 +1,7 @@
-// CUDA loops around the per-point math of sample_math.h. The channel blocks of a sample are split over
-// `lanes` neighbouring threads of a warp (see lanes_per_point), which sum their shares of the grid
-// derivatives with shuffles; scatter targets accumulate with atomicAdd in float32 (float64 for double
-// inputs). Under torch.use_deterministic_algorithms(True) the scatters take a sorted path instead
-// (deterministic_scatter).
+// CUDA loops around the per-point math of sample_math.h. Point-wise outputs (output, grad_grid, d grad_output,
+// d grid) take one sample per thread, or per `lanes` neighbouring threads of a warp that split its channel
+// blocks (see lanes_per_point) and sum their shares of the grid derivatives with shuffles. Input-shaped
+// gradients take the binned scatter (binned_scatter): no float atomics.
 //
 // forward_cuda<scalar_t, kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
 // operator, dimensionality and dtype, so that ninja compiles them in parallel.
@@ -10,13 +9,14 @@
 
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sort.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "kernels.h"
 
@@ -25,32 +25,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // beyond this, threads loop (grid-stride)
-
-/// target[j * stride_c] += values[j] for the block's channels, atomically (see scatter_block). Whole blocks of
-/// contiguous, aligned float channels go as 16-byte vector atomics where the GPU has them (sm_90 and later).
-struct AtomicAdd {
-  template <typename acc_t>
-  __device__ void operator()(acc_t* target, int64_t stride_c, int count, bool channel_words,
-                             const acc_t (&values)[kChannelBlock]) const {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (std::is_same<acc_t, float>::value) {
-      if (channel_words && count == kChannelBlock) {
-#pragma unroll
-        for (int j = 0; j < kChannelBlock; j += 4) {
-          atomicAdd(reinterpret_cast<float4*>(target + j),
-                    make_float4(values[j], values[j + 1], values[j + 2], values[j + 3]));
-        }
-        return;
-      }
-    }
-#endif
-    (void)channel_words;
-#pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) {
-      if (j < count) atomicAdd(target + j * stride_c, values[j]);
-    }
-  }
-};
 
 #define GRID_ENCODER_FOR_EACH_SAMPLE(a, point)                                                        \
   for (int64_t point = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; point < a.batch * a.points;   \
@@ -117,37 +91,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<I>) forward_kernel(const 
   });
 }
 
-// args: grad_output [N, C, P]; writes grad_grid [N, P, dims] and/or adds into grad_input (like input)
+// args: grad_output [N, C, P]; writes grad_grid [N, P, dims]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) backward_kernel(const Args args, int lanes) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) backward_grid_kernel(const Args args, int lanes) {
   for_each_lane(args, lanes, [&](Lane l) {
-    if (args.grad_grid != nullptr) {
-      opmath_t<scalar_t> dgrid[kDims] = {};
-      if (l.active) backward_grid_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
-      sum_over_lanes(dgrid, lanes);
-      if (l.active && l.first()) store_grid_values(args.grad_grid, l.point, dgrid);
-    }
-    if (args.grad_input.data != nullptr && l.active) {
-      backward_input_point<scalar_t, I, P, kDims>(args, l.point, l.span, AtomicAdd{});
-    }
+    opmath_t<scalar_t> dgrid[kDims] = {};
+    if (l.active) backward_grid_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
+    sum_over_lanes(dgrid, lanes);
+    if (l.active && l.first()) store_grid_values(args.grad_grid, l.point, dgrid);
   });
 }
 
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
-// d grad_output [N, C, P] and d grid [N, P, dims], and/or adds into d input (like input)
+// d grad_output [N, C, P] and d grid [N, P, dims]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads, (kMinBlocks<I> + 1) / 2) double_backward_kernel(const Args args, int lanes) {
   for_each_lane(args, lanes, [&](Lane l) {
-    if (args.grad_grad_output_out.data != nullptr || args.grid_grad_out != nullptr) {
-      opmath_t<scalar_t> dgrid[kDims] = {};
-      if (l.active) double_backward_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
-      if (args.grid_grad_out != nullptr) {
-        sum_over_lanes(dgrid, lanes);
-        if (l.active && l.first()) store_grid_values(args.grid_grad_out, l.point, dgrid);
-      }
-    }
-    if (args.input_grad_out.data != nullptr && l.active) {
-      double_backward_input_point<scalar_t, I, P, kDims>(args, l.point, l.span, AtomicAdd{});
+    opmath_t<scalar_t> dgrid[kDims] = {};
+    if (l.active) double_backward_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
+    if (args.grid_grad_out != nullptr) {
+      sum_over_lanes(dgrid, lanes);
+      if (l.active && l.first()) store_grid_values(args.grid_grad_out, l.point, dgrid);
     }
   });
 }
@@ -177,65 +141,134 @@ void launch_lanes(const Problem& pb, Kernel kernel, const Args& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deterministic scatter. Atomic adds land in an order that depends on timing, so float sums can differ in
-// their last bits from run to run. Instead: (1) one thread per sample writes the (position, coefficient)
-// pair of each of its taps (scatter_pairs_point); (2) a stable sort groups equal positions, keeping
-// sample order within a group; (3) one thread per (group, channel) sums coefficient * grad_output over
-// its group in that order and writes the total. Same sums, same order, every run.
+// Binned scatter. Adding into the input gradient with atomics costs one L2 operation per tap and channel (a
+// float4 atomic counts as four): on scattered points that operation rate, not memory bandwidth, bounds the
+// backward pass. So the scatter runs as a gather instead:
+//   (1) one thread per sample writes the (position, coefficient) pair of each tap (scatter_pairs_point) and
+//       counts the pairs of each position;
+//   (2) a scan of the counts gives each position its range in a list of pairs;
+//   (3) the pairs are filed into their ranges;
+//   (4) one thread per (position, channel block) sums coefficient * grad_output over its range and stores the
+//       total: every element of the target is written once, without atomics.
+// Step (3) files with integer atomics, in whatever order the threads arrive. Under
+// torch.use_deterministic_algorithms(True) a stable sort of the positions files them instead, in sample
+// order, so that every sum adds its terms in the same order on every run.
 
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads)
-    scatter_pairs_kernel(const Args args, bool along_grid, int64_t* position, opmath_t<scalar_t>* coefficient) {
+    scatter_pairs_kernel(const Args args, bool along_grid, int64_t* position, opmath_t<scalar_t>* coefficient,
+                         int* count) {
   constexpr int kTaps = PointTaps<opmath_t<scalar_t>, I, P, kDims>::kTaps;
   GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
-    scatter_pairs_point<scalar_t, I, P, kDims>(args, point, along_grid, position + point * kTaps,
-                                               coefficient + point * kTaps);
+    int64_t* tap_position = position + point * kTaps;
+    scatter_pairs_point<scalar_t, I, P, kDims>(args, point, along_grid, tap_position, coefficient + point * kTaps);
+#pragma unroll(unroll_taps(kTaps))
+    for (int k = 0; k < kTaps; ++k) {
+      if (tap_position[k] != kNoPosition) atomicAdd(count + tap_position[k], 1);
+    }
   }
 }
 
-/// Thread (i, c) with i the first pair of a group of equal sorted positions: target[n, c, position] = its sum.
-template <typename scalar_t, typename acc_t, int kDims, typename Args>
+/// list[the next free slot of its position's range] = pair, for every pair inside. end[q]: one past the range of
+/// position q; count[q] (the number of pairs of q) counts down to 0 as they are filed.
 __global__ void __launch_bounds__(kThreads)
-    group_sums_kernel(const Args args, ImageView<acc_t, kDims> target, int taps, const int64_t* sorted_position,
-                      const int64_t* order, const acc_t* coefficient) {
-  const int64_t pairs = args.batch * args.points * taps;
-  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < pairs * args.channels;
+    file_pairs_kernel(int64_t pairs, const int64_t* position, const int64_t* end, int* count, int64_t* list) {
+  for (int64_t pair = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; pair < pairs;
+       pair += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t q = position[pair];
+    if (q != kNoPosition) list[end[q] - atomicSub(count + q, 1)] = pair;
+  }
+}
+
+/// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
+template <typename scalar_t, typename T>
+__device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
+                                   const T (&values)[kChannelBlock]) {
+  if (channel_words && count == kChannelBlock) {
+    ChannelWords<scalar_t> block;
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
+    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) {
+    if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
+  }
+}
+
+/// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
+/// target[n, c, pixel] = sum over the pairs filed for q of coefficient * grad_output[n, p, c], where
+/// grad_output_points is grad_output as [N, P, C] (each point's channels contiguous) and the pair's sample is
+/// n * P + p = pair / taps.
+template <typename scalar_t, int kDims, typename Args>
+__global__ void __launch_bounds__(kThreads)
+    binned_sums_kernel(const Args args, ImageView<scalar_t, kDims> target, int64_t positions, int taps, int lanes,
+                       const int64_t* end, const int64_t* list, const opmath_t<scalar_t>* coefficient,
+                       const scalar_t* grad_output_points, bool point_words) {
+  using acc_t = opmath_t<scalar_t>;
+  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < positions * lanes;
        item += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t first = item / args.channels, c = item % args.channels;
-    const int64_t position = sorted_position[first];
-    if (position == kNoPosition || (first > 0 && sorted_position[first - 1] == position)) continue;
-    acc_t sum = 0;
-    for (int64_t i = first; i < pairs && sorted_position[i] == position; ++i) {
-      const int64_t pair = order[i], point = pair / taps;
-      const int64_t n = point / args.points, p = point % args.points;
-      sum += coefficient[pair] * static_cast<acc_t>(*args.grad_output.at(n, c, p, args.channels, args.points));
-    }
-    int64_t rest = position, offset = 0;
+    const int64_t q = item / lanes;
+    const int lane = static_cast<int>(item % lanes);
+    const int64_t first = q == 0 ? 0 : end[q - 1], stop = end[q];
+    int64_t rest = q, offset = 0;
 #pragma unroll
     for (int e = 0; e < kDims; ++e) {
       offset += (rest % args.size[e]) * target.stride[e];
       rest /= args.size[e];
     }
-    target.plane(rest, c)[offset] = sum;
+    const int64_t n = rest;
+    for_each_block(ChannelSpan{lane * kChannelBlock, args.channels, lanes * kChannelBlock}, [&](ChannelBlock b) {
+      acc_t sum[kChannelBlock] = {};
+      for (int64_t i = first; i < stop; ++i) {
+        const int64_t pair = list[i];
+        const acc_t coef = coefficient[pair];
+        acc_t go[kChannelBlock];
+        load_block(grad_output_points + (pair / taps) * args.channels + b.first, 1, b.count, point_words, go);
+#pragma unroll
+        for (int j = 0; j < kChannelBlock; ++j) sum[j] += coef * go[j];
+      }
+      store_block(target.plane(n, b.first) + offset, target.stride_c, b.count, target.channel_words, sum);
+    });
   }
 }
 
-/// Adds the backward's scatter (along_grid false: into args.grad_input) or the double backward's (true:
-/// into args.input_grad_out), deterministically. The target is zero-filled and written once per element.
+/// Writes the backward's scatter (along_grid false: into args.grad_input) or the double backward's (true: into
+/// args.input_grad_out), binned as above.
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid) {
+void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
   using acc_t = opmath_t<scalar_t>;
   constexpr int kTaps = PointTaps<acc_t, I, P, kDims>::kTaps;
   const auto& target = along_grid ? args.input_grad_out : args.grad_input;
   const int64_t pairs = pb.sample_count() * kTaps;
-  const at::Tensor position = at::empty({pairs}, pb.input.options().dtype(at::kLong));
-  const at::Tensor coefficient = at::empty({pairs}, pb.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  int64_t positions = pb.batch();
+  for (int e = 0; e < kDims; ++e) positions *= args.size[e];
+  const auto options = pb.input.options();
+  const c10::DeviceIndex device = pb.input.get_device();
+  const at::Tensor position = at::empty({pairs}, options.dtype(at::kLong));
+  const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
+  const at::Tensor count = at::zeros({positions}, options.dtype(at::kInt));
   launch(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid, position.data_ptr<int64_t>(),
-         coefficient.data_ptr<acc_t>());
-  const auto sorted = at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  launch_items(pairs * pb.channels(), pb.input.get_device(), group_sums_kernel<scalar_t, acc_t, kDims, Args>, args,
-               target, kTaps, std::get<0>(sorted).data_ptr<int64_t>(), std::get<1>(sorted).data_ptr<int64_t>(),
-               coefficient.data_ptr<acc_t>());
+         coefficient.data_ptr<acc_t>(), count.data_ptr<int>());
+  const at::Tensor end = at::cumsum(count, 0, at::kLong);
+  at::Tensor list;
+  if (at::globalContext().deterministicAlgorithms()) {
+    list = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  } else {
+    list = at::empty({pairs}, options.dtype(at::kLong));
+    launch_items(pairs, device, file_pairs_kernel, pairs, position.data_ptr<int64_t>(), end.data_ptr<int64_t>(),
+                 count.data_ptr<int>(), list.data_ptr<int64_t>());
+  }
+  const int64_t channels = pb.channels();
+  const at::Tensor grad_output_points =
+      pb.grad_output.reshape({pb.batch(), channels, pb.points()}).transpose(1, 2).contiguous();
+  const bool point_words = reinterpret_cast<uintptr_t>(grad_output_points.data_ptr()) % 16 == 0 &&
+                           (channels * grad_output_points.element_size()) % 16 == 0;
+  const int lanes = lanes_per_point(channels, 1);
+  launch_items(positions * lanes, device, binned_sums_kernel<scalar_t, kDims, Args>, args, target, positions,
+               kTaps, lanes, end.data_ptr<int64_t>(), list.data_ptr<int64_t>(), coefficient.data_ptr<acc_t>(),
+               static_cast<const scalar_t*>(grad_output_points.data_ptr()), point_words);
 }
 
 /// Runs the statement with I, P, kTaps (taps per sample) and args bound to the call's settings.
@@ -245,6 +278,7 @@ void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid)
     constexpr Padding P = decltype(padding_tag)::value;                                               \
     constexpr int kTaps = PointTaps<float, I, P, kDims>::kTaps;                                       \
     const auto args = make_args<scalar_t, kDims>(pb);                                                 \
+    using Args = SampleArgs<scalar_t, kDims>;                                                         \
     __VA_ARGS__                                                                                       \
   })
 
@@ -253,39 +287,25 @@ void deterministic_scatter(const Problem& pb, const Args& args, bool along_grid)
 template <typename scalar_t, int kDims>
 void forward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, {
-    launch_lanes<kTaps>(pb, forward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>, args);
+    launch_lanes<kTaps>(pb, forward_kernel<scalar_t, I, P, kDims, Args>, args);
   });
 }
 
 template <typename scalar_t, int kDims>
 void backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, {
-    const auto kernel = backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
-    if (args.grad_input.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
-      launch_lanes<kTaps>(pb, kernel, args);
-    } else {
-      auto grid_only = args;
-      grid_only.grad_input.data = nullptr;
-      if (grid_only.grad_grid != nullptr) launch_lanes<kTaps>(pb, kernel, grid_only);
-      deterministic_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/false);
-    }
+    if (args.grad_grid != nullptr) launch_lanes<kTaps>(pb, backward_grid_kernel<scalar_t, I, P, kDims, Args>, args);
+    if (args.grad_input.data != nullptr) binned_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/false);
   });
 }
 
 template <typename scalar_t, int kDims>
 void double_backward_cuda(const Problem& pb) {
   GRID_ENCODER_CUDA_DISPATCH(pb, {
-    const auto kernel = double_backward_kernel<scalar_t, I, P, kDims, ArgsFor<scalar_t, kDims>>;
-    if (args.input_grad_out.data == nullptr || !at::globalContext().deterministicAlgorithms()) {
-      launch_lanes<kTaps>(pb, kernel, args);
-    } else {
-      auto pointwise = args;
-      pointwise.input_grad_out.data = nullptr;
-      if (pointwise.grad_grad_output_out.data != nullptr || pointwise.grid_grad_out != nullptr) {
-        launch_lanes<kTaps>(pb, kernel, pointwise);
-      }
-      deterministic_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/true);
+    if (args.grad_grad_output_out.data != nullptr || args.grid_grad_out != nullptr) {
+      launch_lanes<kTaps>(pb, double_backward_kernel<scalar_t, I, P, kDims, Args>, args);
     }
+    if (args.input_grad_out.data != nullptr) binned_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/true);
   });
 }
 

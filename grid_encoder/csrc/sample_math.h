@@ -388,19 +388,18 @@ C10_HOST_DEVICE inline void tap_sums_block(const T (&weight)[kChannelBlock], con
   }
 }
 
-/// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside, through
-/// add(target, stride_c, count, channel_words, values): plain adds on the CPU, atomics on the GPU.
-template <typename T, int kTaps, typename Image, typename acc_t, typename Add>
+/// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside (the CPU's scatter; the GPU bins the
+/// same terms, see scatter_pairs_point).
+template <typename T, int kTaps, typename Image, typename scalar_t>
 C10_HOST_DEVICE inline void scatter_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at,
-                                          const T (&value)[kChannelBlock], const Image& image, acc_t* plane,
-                                          int count, const Add& add) {
+                                          const T (&value)[kChannelBlock], const Image& image, scalar_t* plane,
+                                          int count) {
 #pragma unroll(unroll_taps(kTaps))
   for (int k = 0; k < kTaps; ++k) {
     if (!at.inside[k]) continue;
-    acc_t contribution[kChannelBlock];
-#pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) contribution[j] = static_cast<acc_t>(coef[k] * value[j]);
-    add(plane + at.offset[k], image.stride_c, count, image.channel_words, contribution);
+    for (int j = 0; j < count; ++j) {
+      plane[at.offset[k] + j * image.stride_c] += static_cast<scalar_t>(coef[k] * value[j]);
+    }
   }
 }
 
@@ -425,8 +424,8 @@ struct PointsView {  // [N, C, P], contiguous
   }
 };
 
-/// Everything the kernels of one call share. acc_t is the type scatter targets accumulate in.
-template <typename scalar_t, typename acc_t, int kDims>
+/// Everything the kernels of one call share.
+template <typename scalar_t, int kDims>
 struct SampleArgs {
   int64_t batch = 0, channels = 0, points = 0;
   int64_t size[kDims] = {};  // input extent along grid axis e
@@ -435,12 +434,12 @@ struct SampleArgs {
   ImageView<const scalar_t, kDims> input;
   PointsView<scalar_t> output;                         // forward
   PointsView<const scalar_t> grad_output;              // backward and double backward
-  ImageView<acc_t, kDims> grad_input;                  // backward (scatter)
+  ImageView<scalar_t, kDims> grad_input;               // backward (scatter)
   scalar_t* grad_grid = nullptr;                       // backward, [N, P, kDims]
   ImageView<const scalar_t, kDims> grad_grad_input;    // double backward input, may be absent
   const scalar_t* grad_grad_grid = nullptr;            // double backward input, may be absent
   PointsView<scalar_t> grad_grad_output_out;           // d/d grad_output
-  ImageView<acc_t, kDims> input_grad_out;              // d/d input (scatter)
+  ImageView<scalar_t, kDims> input_grad_out;           // d/d input (scatter)
   scalar_t* grid_grad_out = nullptr;                   // d/d grid, [N, P, kDims]
 };
 
@@ -547,8 +546,8 @@ C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point, Ch
 }
 
 /// grad_input[n, c, tap k] += W_k gO[n, c, p]
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
-C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, ChannelSpan span, const Add& add) {
+template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, ChannelSpan span) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
@@ -559,7 +558,7 @@ C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, C
   for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(weight, at, go, a.grad_input, a.grad_input.plane(n, b.first), b.count, add);
+    scatter_block(weight, at, go, a.grad_input, a.grad_input.plane(n, b.first), b.count);
   });
 }
 
@@ -621,9 +620,8 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point, 
 
 /// The scatter term of the double backward:
 ///   d I[n, c, tap k] += gO[n, c, p] * sum_e dW_k/dg_e ggG_e
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args, typename Add>
-C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, ChannelSpan span,
-                                                        const Add& add) {
+template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, ChannelSpan span) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, I, P, kDims>;
   const int64_t n = point / a.points, p = point % a.points;
@@ -637,7 +635,7 @@ C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t p
   for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
     load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(along, at, go, a.input_grad_out, a.input_grad_out.plane(n, b.first), b.count, add);
+    scatter_block(along, at, go, a.input_grad_out, a.input_grad_out.plane(n, b.first), b.count);
   });
 }
 
