@@ -133,11 +133,28 @@ void launch(const Problem& pb, Kernel kernel, const Args&... args) {
   launch_items(pb.sample_count(), pb.input.get_device(), kernel, args...);
 }
 
-/// Launches kernel(args, lanes) with lanes_per_point threads per sample, in whole warps.
-template <int kTaps, typename Kernel, typename Args>
-void launch_lanes(const Problem& pb, Kernel kernel, const Args& args) {
+/// Launches kernel(args, lanes, extra...) with lanes_per_point threads per sample, in whole warps.
+template <int kTaps, typename Kernel, typename Args, typename... Extra>
+void launch_lanes(const Problem& pb, Kernel kernel, const Args& args, const Extra&... extra) {
   const int lanes = lanes_per_point(pb.channels(), kTaps);
-  launch_items((pb.sample_count() * lanes + 31) / 32 * 32, pb.input.get_device(), kernel, args, lanes);
+  launch_items((pb.sample_count() * lanes + 31) / 32 * 32, pb.input.get_device(), kernel, args, lanes, extra...);
+}
+
+/// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
+template <typename scalar_t, typename T>
+__device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
+                                   const T (&values)[kChannelBlock]) {
+  if (channel_words && count == kChannelBlock) {
+    ChannelWords<scalar_t> block;
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
+    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) {
+    if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,11 +165,12 @@ void launch_lanes(const Problem& pb, Kernel kernel, const Args& args) {
 //       counts the pairs of each position;
 //   (2) a scan of the counts gives each position its range in a list of pairs;
 //   (3) the pairs are filed into their ranges;
-//   (4) one thread per (position, channel block) sums coefficient * grad_output over its range and stores the
-//       total: every element of the target is written once, without atomics.
+//   (4) one thread per (position, channel block) sums coefficient * grad_output over its range, reading a
+//       point-major [N * P, C] copy of grad_output, and stores the total: every element of the target is written
+//       once, without atomics.
 // Step (3) files with integer atomics, in whatever order the threads arrive. Under
-// torch.use_deterministic_algorithms(True) a stable sort of the positions files them instead, in sample
-// order, so that every sum adds its terms in the same order on every run.
+// torch.use_deterministic_algorithms(True) a stable sort of the positions files them instead, in sample order, so
+// that every sum adds its terms in the same order on every run.
 
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads)
@@ -180,21 +198,20 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
-template <typename scalar_t, typename T>
-__device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
-                                   const T (&values)[kChannelBlock]) {
-  if (channel_words && count == kChannelBlock) {
-    ChannelWords<scalar_t> block;
-#pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
-    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) {
-    if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
-  }
+/// points[n * P + p, c] = grad_output[n, c, p]. With lanes_per_point threads per point, reads (neighbouring points
+/// of a channel) and writes (neighbouring channels of a point) both fill whole sectors.
+template <typename scalar_t, typename Args>
+__global__ void __launch_bounds__(kThreads)
+    point_major_kernel(const Args args, int lanes, scalar_t* points, bool point_words) {
+  for_each_lane(args, lanes, [&](Lane l) {
+    if (!l.active) return;
+    const int64_t n = l.point / args.points, p = l.point % args.points;
+    for_each_block(l.span, [&](ChannelBlock b) {
+      scalar_t go[kChannelBlock];
+      load_points_block(args.grad_output, args, n, p, b, go);
+      store_block(points + l.point * args.channels + b.first, 1, b.count, point_words, go);
+    });
+  });
 }
 
 /// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
@@ -246,7 +263,7 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
   for (int e = 0; e < kDims; ++e) positions *= args.size[e];
   const auto options = pb.input.options();
   const c10::DeviceIndex device = pb.input.get_device();
-  const at::Tensor position = at::empty({pairs}, options.dtype(at::kLong));
+  at::Tensor position = at::empty({pairs}, options.dtype(at::kLong));
   const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor count = at::zeros({positions}, options.dtype(at::kInt));
   launch(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid, position.data_ptr<int64_t>(),
@@ -260,15 +277,16 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
     launch_items(pairs, device, file_pairs_kernel, pairs, position.data_ptr<int64_t>(), end.data_ptr<int64_t>(),
                  count.data_ptr<int>(), list.data_ptr<int64_t>());
   }
+  position.reset();  // freed before the copy below: a lower peak
   const int64_t channels = pb.channels();
-  const at::Tensor grad_output_points =
-      pb.grad_output.reshape({pb.batch(), channels, pb.points()}).transpose(1, 2).contiguous();
-  const bool point_words = reinterpret_cast<uintptr_t>(grad_output_points.data_ptr()) % 16 == 0 &&
-                           (channels * grad_output_points.element_size()) % 16 == 0;
+  const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
+  const bool point_words = (channels * grad_output_points.element_size()) % 16 == 0;
+  scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
+  launch_lanes<1>(pb, point_major_kernel<scalar_t, Args>, args, points, point_words);
   const int lanes = lanes_per_point(channels, 1);
   launch_items(positions * lanes, device, binned_sums_kernel<scalar_t, kDims, Args>, args, target, positions,
                kTaps, lanes, end.data_ptr<int64_t>(), list.data_ptr<int64_t>(), coefficient.data_ptr<acc_t>(),
-               static_cast<const scalar_t*>(grad_output_points.data_ptr()), point_words);
+               points, point_words);
 }
 
 /// Runs the statement with I, P, kTaps (taps per sample) and args bound to the call's settings.
