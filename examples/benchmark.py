@@ -2,7 +2,7 @@
 
     python examples/benchmark.py [--device cuda|cpu] [--dtype float32|float16|bfloat16|float64]
                                  [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
-                                 [--deterministic]
+                                 [--deterministic] [--channels-last]
 
 For each workload and implementation, three steps:
   forward   out = grid_sample(input, grid)
@@ -18,7 +18,9 @@ Ratios compare against torch from the same run.
 --composite loads a module with grid_sample(input, grid, align_corners) implementing torch >= 2.12's
 composite double backward (bilinear, zeros), to time it on a torch that lacks it.
 --deterministic runs everything under torch.use_deterministic_algorithms(True) (torch's native CUDA
-grid_sample backward refuses to run there; grid_encoder takes its sorted scatter path).
+grid_sample backward refuses to run there; grid_encoder files its scatter by a stable sort).
+--channels-last stores the input channels_last (channels_last_3d): grid_encoder's CUDA kernels read that layout
+and otherwise copy the input into it on every call.
 """
 import argparse
 import csv
@@ -121,9 +123,11 @@ def implementations(mode, dims, composite):
     return impls
 
 
-def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth):
+def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, channels_last):
     input_shape, grid_shape = shapes
     input = torch.randn(input_shape, device=device, dtype=dtype)
+    if channels_last:
+        input = input.contiguous(memory_format=torch.channels_last if input.dim() == 4 else torch.channels_last_3d)
     grid = (torch.rand(grid_shape, device=device, dtype=torch.float32) * 2 - 1).to(dtype)
     rows = []
     for step in STEPS:
@@ -200,6 +204,7 @@ def main():
     parser.add_argument("--plot", help="draw grid_encoder/torch ratios into this PNG (needs matplotlib)")
     parser.add_argument("--composite", help="a .py file with grid_sample(input, grid, align_corners)")
     parser.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    parser.add_argument("--channels-last", action="store_true", help="store the input channels_last")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(args.deterministic)
     device = torch.device(args.device)
@@ -214,14 +219,15 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     bandwidth = args.bandwidth or (4.8e12 if "H200" in name else 3.35e12 if "H100" in name else None)
     print(f"grid_encoder benchmark: {name}, torch {torch.__version__}, {args.dtype}"
-          + (", deterministic algorithms" if args.deterministic else ""))
+          + (", deterministic algorithms" if args.deterministic else "")
+          + (", channels_last input" if args.channels_last else ""))
     rows = []
     for workload in args.workload:
         gpu_shapes, cpu_shapes, mode = WORKLOADS[workload]
         shapes = gpu_shapes if device.type == "cuda" else cpu_shapes
         if shapes is None:
             continue
-        rows += measure(workload, shapes, mode, device, dtype, repeats, composite, bandwidth)
+        rows += measure(workload, shapes, mode, device, dtype, repeats, composite, bandwidth, args.channels_last)
     print_table(rows)
     if args.csv:
         with open(args.csv, "w", newline="") as f:

@@ -107,6 +107,14 @@ at::Tensor scatter_target(const at::Tensor& input) {
   return input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
 }
 
+/// Turns a problem whose point-wise outputs are done into its scatter part: the scatter reads neither input nor
+/// grad_grad_input, so their working copies are dropped here and freed before the scatter allocates its buffers.
+void keep_only_scatter(Problem& pb, const at::Tensor& input) {
+  pb.input = input;
+  pb.grad_grad_input = at::Tensor();
+  pb.grad_grid = pb.grad_grad_output_out = pb.grid_grad_out = at::Tensor();
+}
+
 /// The placeholder returned for an output that was not requested.
 at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
@@ -139,9 +147,13 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_o
     grad_grid = computes_grad_grid ? at::empty_like(pb.grid) : at::zeros_like(pb.grid);
     if (computes_grad_grid) pb.grad_grid = grad_grid;
   }
+  if (pb.grad_grid.defined()) GRID_ENCODER_RUN(backward, pb);
   at::Tensor grad_input = not_requested(input);
-  if (output_mask[0]) grad_input = pb.grad_input = scatter_target(input);
-  if (pb.grad_grid.defined() || pb.grad_input.defined()) GRID_ENCODER_RUN(backward, pb);
+  if (output_mask[0]) {
+    keep_only_scatter(pb, input);
+    grad_input = pb.grad_input = scatter_target(input);
+    GRID_ENCODER_RUN(backward, pb);
+  }
   return {grad_input, grad_grid};
 }
 
@@ -181,13 +193,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
     d_grid = computes_dgrid ? at::empty_like(pb.grid) : at::zeros_like(pb.grid);
     if (computes_dgrid) pb.grid_grad_out = d_grid;
   }
+  if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined()) GRID_ENCODER_RUN(double_backward, pb);
   at::Tensor d_input = not_requested(input);
-  if (output_mask[1]) {
-    d_input = computes_dinput ? scatter_target(input) : at::zeros_like(input);
-    if (computes_dinput) pb.input_grad_out = d_input;
-  }
-  if (pb.grad_grad_output_out.defined() || pb.grid_grad_out.defined() || pb.input_grad_out.defined()) {
+  if (output_mask[1] && computes_dinput) {
+    keep_only_scatter(pb, input);
+    d_input = pb.input_grad_out = scatter_target(input);
     GRID_ENCODER_RUN(double_backward, pb);
+  } else if (output_mask[1]) {
+    d_input = at::zeros_like(input);
   }
   return {d_grad_output, d_input, d_grid};
 }

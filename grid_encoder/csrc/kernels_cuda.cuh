@@ -161,30 +161,41 @@ __device__ inline void store_block(scalar_t* target, int64_t stride_c, int count
 // Binned scatter. Adding into the input gradient with atomics costs one L2 operation per tap and channel (a
 // float4 atomic counts as four): on scattered points that operation rate, not memory bandwidth, bounds the
 // backward pass. So the scatter runs as a gather instead:
-//   (1) one thread per sample writes the (position, coefficient) pair of each tap (scatter_pairs_point) and
-//       counts the pairs of each position;
+//   (1) one pass over the samples writes the (position, coefficient) pair of each tap (scatter_pairs_point),
+//       counts the pairs of each position, and copies grad_output point-major ([N * P, C]);
 //   (2) a scan of the counts gives each position its range in a list of pairs;
 //   (3) the pairs are filed into their ranges;
-//   (4) one thread per (position, channel block) sums coefficient * grad_output over its range, reading a
-//       point-major [N * P, C] copy of grad_output, and stores the total: every element of the target is written
-//       once, without atomics.
+//   (4) one thread per (position, channel block) sums coefficient * grad_output over its range and stores the
+//       total: every element of the target is written once, without atomics.
 // Step (3) files with integer atomics, in whatever order the threads arrive. Under
 // torch.use_deterministic_algorithms(True) a stable sort of the positions files them instead, in sample order, so
 // that every sum adds its terms in the same order on every run.
 
+/// The pass over the samples before the scan. `lanes` threads per sample copy its grad_output channels into
+/// `points` ([N * P, C], point-major: reads of neighbouring points and writes of neighbouring channels both fill
+/// whole sectors); the first lane also writes the sample's (position, coefficient) pairs and counts them.
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads)
-    scatter_pairs_kernel(const Args args, bool along_grid, int64_t* position, opmath_t<scalar_t>* coefficient,
-                         int* count) {
+    scatter_pairs_kernel(const Args args, int lanes, bool along_grid, int64_t* position,
+                         opmath_t<scalar_t>* coefficient, int* count, scalar_t* points, bool point_words) {
   constexpr int kTaps = PointTaps<opmath_t<scalar_t>, I, P, kDims>::kTaps;
-  GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
-    int64_t* tap_position = position + point * kTaps;
-    scatter_pairs_point<scalar_t, I, P, kDims>(args, point, along_grid, tap_position, coefficient + point * kTaps);
+  for_each_lane(args, lanes, [&](Lane l) {
+    if (!l.active) return;
+    const int64_t n = l.point / args.points, p = l.point % args.points;
+    for_each_block(l.span, [&](ChannelBlock b) {
+      scalar_t go[kChannelBlock];
+      load_points_block(args.grad_output, args, n, p, b, go);
+      store_block(points + l.point * args.channels + b.first, 1, b.count, point_words, go);
+    });
+    if (!l.first()) return;
+    int64_t* tap_position = position + l.point * kTaps;
+    scatter_pairs_point<scalar_t, I, P, kDims>(args, l.point, along_grid, tap_position,
+                                               coefficient + l.point * kTaps);
 #pragma unroll(unroll_taps(kTaps))
     for (int k = 0; k < kTaps; ++k) {
       if (tap_position[k] != kNoPosition) atomicAdd(count + tap_position[k], 1);
     }
-  }
+  });
 }
 
 /// list[the next free slot of its position's range] = pair, for every pair inside. end[q]: one past the range of
@@ -196,22 +207,6 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t q = position[pair];
     if (q != kNoPosition) list[end[q] - atomicSub(count + q, 1)] = pair;
   }
-}
-
-/// points[n * P + p, c] = grad_output[n, c, p]. With lanes_per_point threads per point, reads (neighbouring points
-/// of a channel) and writes (neighbouring channels of a point) both fill whole sectors.
-template <typename scalar_t, typename Args>
-__global__ void __launch_bounds__(kThreads)
-    point_major_kernel(const Args args, int lanes, scalar_t* points, bool point_words) {
-  for_each_lane(args, lanes, [&](Lane l) {
-    if (!l.active) return;
-    const int64_t n = l.point / args.points, p = l.point % args.points;
-    for_each_block(l.span, [&](ChannelBlock b) {
-      scalar_t go[kChannelBlock];
-      load_points_block(args.grad_output, args, n, p, b, go);
-      store_block(points + l.point * args.channels + b.first, 1, b.count, point_words, go);
-    });
-  });
 }
 
 /// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
@@ -266,8 +261,13 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
   at::Tensor position = at::empty({pairs}, options.dtype(at::kLong));
   const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor count = at::zeros({positions}, options.dtype(at::kInt));
-  launch(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid, position.data_ptr<int64_t>(),
-         coefficient.data_ptr<acc_t>(), count.data_ptr<int>());
+  const int64_t channels = pb.channels();
+  const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
+  const bool point_words = (channels * grad_output_points.element_size()) % 16 == 0;
+  scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
+  launch_lanes<1>(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid,
+                  position.data_ptr<int64_t>(), coefficient.data_ptr<acc_t>(), count.data_ptr<int>(), points,
+                  point_words);
   const at::Tensor end = at::cumsum(count, 0, at::kLong);
   at::Tensor list;
   if (at::globalContext().deterministicAlgorithms()) {
@@ -277,12 +277,7 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
     launch_items(pairs, device, file_pairs_kernel, pairs, position.data_ptr<int64_t>(), end.data_ptr<int64_t>(),
                  count.data_ptr<int>(), list.data_ptr<int64_t>());
   }
-  position.reset();  // freed before the copy below: a lower peak
-  const int64_t channels = pb.channels();
-  const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
-  const bool point_words = (channels * grad_output_points.element_size()) % 16 == 0;
-  scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
-  launch_lanes<1>(pb, point_major_kernel<scalar_t, Args>, args, points, point_words);
+  position.reset();  // not needed by the sums
   const int lanes = lanes_per_point(channels, 1);
   launch_items(positions * lanes, device, binned_sums_kernel<scalar_t, kDims, Args>, args, target, positions,
                kTaps, lanes, end.data_ptr<int64_t>(), list.data_ptr<int64_t>(), coefficient.data_ptr<acc_t>(),
