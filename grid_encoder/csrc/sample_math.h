@@ -235,17 +235,21 @@ struct PointTaps {
   C10_HOST_DEVICE TapOffsets<kTaps> offsets(const int64_t* stride) const {
     TapOffsets<kTaps> at;
 #pragma unroll(unroll_taps(kTaps))
-    for (int k = 0; k < kTaps; ++k) {
-      at.offset[k] = 0;
-      at.inside[k] = true;
-#pragma unroll
-      for (int e = 0; e < kDims; ++e) {
-        const int64_t i = axis[e].index[digit(k, e)];
-        at.inside[k] = at.inside[k] && i >= 0 && i < size[e];
-        at.offset[k] += i * stride[e];
-      }
-    }
+    for (int k = 0; k < kTaps; ++k) at.offset[k] = offset(k, stride, at.inside[k]);
     return at;
+  }
+
+  /// The offset of tap k alone; `inside`: whether it lies in the input.
+  C10_HOST_DEVICE int64_t offset(int k, const int64_t* stride, bool& inside) const {
+    int64_t offset = 0;
+    inside = true;
+#pragma unroll
+    for (int e = 0; e < kDims; ++e) {
+      const int64_t i = axis[e].index[digit(k, e)];
+      inside = inside && i >= 0 && i < size[e];
+      offset += i * stride[e];
+    }
+    return offset;
   }
 
   /// weight[k] = W_k, the product of the axis weights.
@@ -389,7 +393,7 @@ C10_HOST_DEVICE inline void tap_sums_block(const T (&weight)[kChannelBlock], con
 }
 
 /// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside (the CPU's scatter; the GPU bins the
-/// same terms, see scatter_pairs_point).
+/// same terms, see scatter_coefficients).
 template <typename T, int kTaps, typename Image, typename scalar_t>
 C10_HOST_DEVICE inline void scatter_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at,
                                           const T (&value)[kChannelBlock], const Image& image, scalar_t* plane,
@@ -639,19 +643,13 @@ C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t p
   });
 }
 
-/// Position of a tap outside the input in scatter_pairs_point.
+/// Position of a tap outside the input (see tap_position).
 constexpr int64_t kNoPosition = INT64_MAX;
 
-/// The scatter of one point as (position, coefficient) pairs, one per tap k: the scatter target at [n, c, tap k]
-/// receives coefficient_k * gO[n, c, p] for every channel c. position_k = n * (pixels per plane) + the tap's
-/// index in a contiguous plane, kNoPosition outside. The coefficient is the backward's W_k, or with
-/// `along_grid` the double backward's sum_e dW_k/dg_e ggG_e. (The deterministic GPU scatter sorts these pairs.)
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void scatter_pairs_point(const Args& a, int64_t point, bool along_grid, int64_t* position,
-                                                opmath_t<scalar_t>* coefficient) {
-  using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, I, P, kDims>;
-  const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
+/// n * (pixels per plane) + the index of tap k in a contiguous plane: where tap k of the point lands in an
+/// input-shaped target, numbered across the batch; kNoPosition for a tap outside.
+template <int kDims, typename Args, typename Taps>
+C10_HOST_DEVICE inline int64_t tap_position(const Args& a, int64_t point, const Taps& taps, int k) {
   int64_t plane_stride[kDims];
   int64_t plane = 1;
 #pragma unroll
@@ -659,21 +657,25 @@ C10_HOST_DEVICE inline void scatter_pairs_point(const Args& a, int64_t point, bo
     plane_stride[e] = plane;
     plane *= a.size[e];
   }
-  const auto at = taps.offsets(plane_stride);
-  T coef[Taps::kTaps];
+  bool inside;
+  const int64_t offset = taps.offset(k, plane_stride, inside);
+  return inside ? point / a.points * plane + offset : kNoPosition;
+}
+
+/// The scatter of a point, tap by tap: the target at [n, c, tap k] receives coefficient[k] * gO[n, c, p] for
+/// every channel c, with coefficient[k] the backward's W_k or, with `along_grid`, the double backward's
+/// sum_e dW_k/dg_e ggG_e. (The GPU bins these terms, see binned_scatter; the CPU adds them in
+/// backward_input_point and double_backward_input_point.)
+template <int kDims, typename Args, typename Taps, typename T>
+C10_HOST_DEVICE inline void scatter_coefficients(const Args& a, int64_t point, const Taps& taps, bool along_grid,
+                                                 T (&coefficient)[Taps::kTaps]) {
   if (along_grid) {
     T ggg[kDims];
 #pragma unroll
     for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
-    taps.directional(ggg, coef);
+    taps.directional(ggg, coefficient);
   } else {
-    taps.weights(coef);
-  }
-  const int64_t n = point / a.points;
-#pragma unroll(unroll_taps(Taps::kTaps))
-  for (int k = 0; k < Taps::kTaps; ++k) {
-    position[k] = at.inside[k] ? n * plane + at.offset[k] : kNoPosition;
-    coefficient[k] = coef[k];
+    taps.weights(coefficient);
   }
 }
 
