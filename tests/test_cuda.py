@@ -95,8 +95,8 @@ def test_channel_blocks_and_layouts_match_cpu(dims, dtype, channels, layout):
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("dims", [2, 3])
 def test_deterministic_algorithms_give_identical_bits(dims, padding, mode, channels):
-    """Under torch.use_deterministic_algorithms(True) the scatters take the sorted path: every derivative is
-    bitwise identical from run to run, and right. Points crowd onto few pixels, so atomics would collide."""
+    """Under torch.use_deterministic_algorithms(True) a stable sort files the input gradients' terms: every
+    derivative is bitwise identical from run to run, and right. Points crowd onto few pixels."""
     spatial, out_spatial = ((3, 4), (64, 64)) if dims == 2 else ((2, 3, 2), (16, 16, 16))
     input = torch.randn(2, channels, *spatial, device="cuda")
     grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float32, device="cuda")
@@ -108,6 +108,22 @@ def test_deterministic_algorithms_give_identical_bits(dims, padding, mode, chann
     exact = first_and_second_order(grid_sample, input.double().cpu(), grid.double().cpu(), mode, padding, False)
     for a, b in zip(runs[0], exact):
         assert_close(a.cpu().double(), b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_crowded_points_and_many_channel_blocks_match_cpu(dims):
+    """The binned scatter with long ranges (thousands of points on a dozen pixels, border padding piling the
+    outside ones onto the edges), and 264 channels: 33 blocks of 8, more than a warp's lanes, so lanes take
+    two blocks each."""
+    spatial, out_spatial = ((3, 4), (64, 64)) if dims == 2 else ((2, 3, 2), (8, 8, 8))
+    for channels in (5, 264):
+        input = torch.randn(2, channels, *spatial, dtype=torch.float64, device="cuda")
+        grid = random_grid(2, *out_spatial, dims=dims, dtype=torch.float64, device="cuda")
+        for mode in MODES:
+            on_gpu = first_and_second_order(grid_sample, input, grid, mode, "border", True)
+            on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), mode, "border", True)
+            for a, b in zip(on_gpu, on_cpu):
+                assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
 
 
 def test_forward_backward_and_eikonal_step_replay_in_a_cuda_graph():
