@@ -75,7 +75,7 @@ void backward_cpu(const Problem& pb) {
     }
     if (pb.grad_input.defined()) {
       for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
-        backward_input_point<scalar_t, I, P, kDims>(args, point, owned);
+        scatter_point<scalar_t, I, P, kDims>(args, point, owned, /*along_grid=*/false);
       });
     }
   });
@@ -93,7 +93,7 @@ void double_backward_cpu(const Problem& pb) {
     }
     if (pb.input_grad_out.defined()) {
       for_each_channel_owner(pb, [&](int64_t point, ChannelSpan owned) {
-        double_backward_input_point<scalar_t, I, P, kDims>(args, point, owned);
+        scatter_point<scalar_t, I, P, kDims>(args, point, owned, /*along_grid=*/true);
       });
     }
   });

@@ -392,8 +392,7 @@ C10_HOST_DEVICE inline void tap_sums_block(const T (&weight)[kChannelBlock], con
   }
 }
 
-/// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside (the CPU's scatter; the GPU bins the
-/// same terms, see scatter_coefficients).
+/// plane[tap k + j * stride_c] += coef[k] * value[j] for the taps inside (see scatter_point).
 template <typename T, int kTaps, typename Image, typename scalar_t>
 C10_HOST_DEVICE inline void scatter_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& at,
                                           const T (&value)[kChannelBlock], const Image& image, scalar_t* plane,
@@ -549,23 +548,6 @@ C10_HOST_DEVICE inline void backward_grid_point(const Args& a, int64_t point, Ch
   for (int e = 0; e < kDims; ++e) dgrid[e] += dot(weight_grad[e], go_dot_v);
 }
 
-/// grad_input[n, c, tap k] += W_k gO[n, c, p]
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void backward_input_point(const Args& a, int64_t point, ChannelSpan span) {
-  using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, I, P, kDims>;
-  const int64_t n = point / a.points, p = point % a.points;
-  const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
-  const auto at = taps.offsets(a.grad_input.stride);
-  T weight[Taps::kTaps];
-  taps.weights(weight);
-  for_each_block(span, [&](ChannelBlock b) {
-    T go[kChannelBlock];
-    load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(weight, at, go, a.grad_input, a.grad_input.plane(n, b.first), b.count);
-  });
-}
-
 /// The per-point terms of the double backward, given ggI = grad_grad_input and ggG = grad_grad_grid
 /// (either may be absent), for whichever of these outputs is requested (d G: the span's share into dgrid):
 ///   d gO[n, c, p] = sum_k W_k ggI_k + sum_k (sum_e dW_k/dg_e ggG_e) V_k
@@ -622,27 +604,6 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point, 
   }
 }
 
-/// The scatter term of the double backward:
-///   d I[n, c, tap k] += gO[n, c, p] * sum_e dW_k/dg_e ggG_e
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-C10_HOST_DEVICE inline void double_backward_input_point(const Args& a, int64_t point, ChannelSpan span) {
-  using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, I, P, kDims>;
-  const int64_t n = point / a.points, p = point % a.points;
-  const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
-  const auto at = taps.offsets(a.input_grad_out.stride);
-  T ggg[kDims];
-#pragma unroll
-  for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
-  T along[Taps::kTaps];
-  taps.directional(ggg, along);
-  for_each_block(span, [&](ChannelBlock b) {
-    T go[kChannelBlock];
-    load_points_block(a.grad_output, a, n, p, b, go);
-    scatter_block(along, at, go, a.input_grad_out, a.input_grad_out.plane(n, b.first), b.count);
-  });
-}
-
 /// Position of a tap outside the input (see tap_position).
 constexpr int64_t kNoPosition = INT64_MAX;
 
@@ -664,8 +625,7 @@ C10_HOST_DEVICE inline int64_t tap_position(const Args& a, int64_t point, const 
 
 /// The scatter of a point, tap by tap: the target at [n, c, tap k] receives coefficient[k] * gO[n, c, p] for
 /// every channel c, with coefficient[k] the backward's W_k or, with `along_grid`, the double backward's
-/// sum_e dW_k/dg_e ggG_e. (The GPU bins these terms, see binned_scatter; the CPU adds them in
-/// backward_input_point and double_backward_input_point.)
+/// sum_e dW_k/dg_e ggG_e (see scatter_point).
 template <int kDims, typename Args, typename Taps, typename T>
 C10_HOST_DEVICE inline void scatter_coefficients(const Args& a, int64_t point, const Taps& taps, bool along_grid,
                                                  T (&coefficient)[Taps::kTaps]) {
@@ -677,6 +637,26 @@ C10_HOST_DEVICE inline void scatter_coefficients(const Args& a, int64_t point, c
   } else {
     taps.weights(coefficient);
   }
+}
+
+/// target[n, c, tap k] += coefficient[k] * gO[n, c, p] for the span's channels: the backward's scatter into
+/// grad_input, or with `along_grid` the double backward's into d input (coefficients: scatter_coefficients).
+/// The CPU's scatter; the GPU bins the same terms (binned_scatter in kernels_cuda.cuh).
+template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+C10_HOST_DEVICE inline void scatter_point(const Args& a, int64_t point, ChannelSpan span, bool along_grid) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, I, P, kDims>;
+  const auto& target = along_grid ? a.input_grad_out : a.grad_input;
+  const int64_t n = point / a.points, p = point % a.points;
+  const Taps taps = point_taps<scalar_t, I, P, kDims>(a, point);
+  const auto at = taps.offsets(target.stride);
+  T coefficient[Taps::kTaps];
+  scatter_coefficients<kDims>(a, point, taps, along_grid, coefficient);
+  for_each_block(span, [&](ChannelBlock b) {
+    T go[kChannelBlock];
+    load_points_block(a.grad_output, a, n, p, b, go);
+    scatter_block(coefficient, at, go, target, target.plane(n, b.first), b.count);
+  });
 }
 
 }  // namespace grid_encoder
