@@ -154,7 +154,7 @@ def test_forward_backward_and_eikonal_step_replay_in_a_cuda_graph():
             static_grid.copy_(new_grid)
         graph.replay()
         expected = step(new_input.requires_grad_(), new_grid.requires_grad_())
-        for a, b in zip(captured, expected):  # equal up to the order of atomic adds
+        for a, b in zip(captured, expected):  # equal up to the order in which input-gradient terms are filed
             assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
 
 
