@@ -23,7 +23,7 @@ except ImportError:  # Windows: builds are not locked against each other
     fcntl = None
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_CPU_SOURCES = ["grid_sample.cpp", "kernels_cpu.cpp"]
+_CPU_SOURCES = ["grid_sample.cpp", "autograd.cpp", "kernels_cpu.cpp"]
 # One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel.
 _CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d_{dtype}.cu")
                  for op in ("forward", "backward", "double_backward") for dims in (2, 3)

@@ -6,8 +6,8 @@ Three operators, each the derivative of the one before:
     grid_encoder::grid_sample_backward         (grad_input, grad_grid), only those requested
     grid_encoder::grid_sample_double_backward  (d grad_output, d input, d grid), only those requested
 
-Autograd chains them with ``torch.library.register_autograd``; ``register_fake`` gives their shapes
-to ``torch.compile``. The double backward's own derivative is the vector-Jacobian product of its
+The C++ autograd kernels of the first two chain them (csrc/autograd.cpp); ``register_fake`` gives their
+shapes to ``torch.compile``. The double backward's own derivative is the vector-Jacobian product of its
 pure-PyTorch twin (``reference.double_backward_reference``), so every order is exact.
 
 | derivative            | bilinear (trilinear) | nearest              | bicubic (tricubic) |
@@ -141,70 +141,8 @@ def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, g
 
 
 # ----------------------------------------------------------------------------------------------
-# Autograd: forward -> backward -> double backward. Gradients nobody asked for are neither
-# requested from the kernels nor computed (set_materialize_grads(False) keeps missing ones None).
-
-def _wanted(ctx, count, input_index):
-    """Which of the first `count` inputs need a gradient in the running backward pass: ctx.needs_input_grad, with
-    the gradient of `input` (the costly scatter) narrowed by the engine's plan where torch tells it.
-    torch.autograd.grad(out, grid, create_graph=True), the first half of an eikonal step, needs no gradient of
-    input even when input requires one. Only that gradient is asked about: each answer costs about 10 us of CPU."""
-    wanted = list(ctx.needs_input_grad[:count])
-    if wanted[input_index]:
-        wanted[input_index] = _engine_will_execute(ctx, input_index)
-    return wanted
-
-
-def _engine_will_execute(ctx, index):
-    """Whether the running backward pass will use the gradient of input `index` (True where torch cannot tell: for
-    leaf tensors inside torch.autograd.grad it does not answer)."""
-    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
-    edges = getattr(ctx, "next_functions", ())
-    if will_execute is None or len(edges) <= index or edges[index][0] is None or torch.compiler.is_compiling():
-        return True
-    try:
-        return will_execute(edges[index][0])
-    except RuntimeError:  # a leaf inside torch.autograd.grad, or no backward pass running
-        return True
-
-
-def _forward_setup(ctx, inputs, output):
-    input, grid, interpolation, padding, align_corners = inputs
-    ctx.save_for_backward(input, grid)
-    ctx.settings = (interpolation, padding, align_corners)
-    ctx.set_materialize_grads(False)
-
-
-def _forward_backward(ctx, grad_output):
-    input, grid = ctx.saved_tensors
-    mask = _wanted(ctx, 2, input_index=0)
-    if grad_output is None or not any(mask):
-        return None, None, None, None, None
-    grad_input, grad_grid = _ops.grid_sample_backward(grad_output, input, grid, *ctx.settings, mask)
-    return grad_input if mask[0] else None, grad_grid if mask[1] else None, None, None, None
-
-
-def _backward_setup(ctx, inputs, output):
-    grad_output, input, grid, interpolation, padding, align_corners, output_mask = inputs
-    ctx.save_for_backward(grad_output, input, grid)
-    ctx.settings = (interpolation, padding, align_corners)
-    ctx.computed = tuple(output_mask)
-    ctx.set_materialize_grads(False)
-
-
-def _backward_backward(ctx, grad_grad_input, grad_grad_grid):
-    grad_output, input, grid = ctx.saved_tensors
-    # An output that was not computed is a placeholder: any gradient flowing into it carries nothing.
-    grad_grad_input = grad_grad_input if ctx.computed[0] else None
-    grad_grad_grid = grad_grad_grid if ctx.computed[1] else None
-    mask = _wanted(ctx, 3, input_index=1)
-    if (grad_grad_input is None and grad_grad_grid is None) or not any(mask):
-        return None, None, None, None, None, None, None
-    d_grad_output, d_input, d_grid = _ops.grid_sample_double_backward(
-        grad_grad_input, grad_grad_grid, grad_output, input, grid, *ctx.settings, mask)
-    return (d_grad_output if mask[0] else None, d_input if mask[1] else None, d_grid if mask[2] else None,
-            None, None, None, None)
-
+# Autograd of the forward and backward operators is in C++ (csrc/autograd.cpp). The double backward's
+# own derivative, third order and up, is here.
 
 def _double_backward_setup(ctx, inputs, output):
     grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation, padding, align_corners, mask = inputs
@@ -229,9 +167,5 @@ def _double_backward_backward(ctx, *grads):
     return tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[:5])) + (None,) * 4
 
 
-torch.library.register_autograd("grid_encoder::grid_sample_forward", _forward_backward,
-                                setup_context=_forward_setup)
-torch.library.register_autograd("grid_encoder::grid_sample_backward", _backward_backward,
-                                setup_context=_backward_setup)
 torch.library.register_autograd("grid_encoder::grid_sample_double_backward", _double_backward_backward,
                                 setup_context=_double_backward_setup)

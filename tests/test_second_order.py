@@ -1,10 +1,9 @@
 """Every second-order term equals the pure-PyTorch reference's; finite differences agree."""
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import (GRADCHECK_NONDET_TOL, SETTINGS, SETTING_IDS, first_and_second_order, off_edge_grid,
                       random_grid)
@@ -84,31 +83,35 @@ def test_gradcheck_and_gradgradcheck(device, mode, padding, align):
     assert torch.autograd.gradgradcheck(fn, (input, grid), nondet_tol=GRADCHECK_NONDET_TOL)
 
 
-def test_eikonal_first_half_computes_only_the_grid_gradient(monkeypatch):
-    """torch.autograd.grad(out, grid, create_graph=True) needs no input gradient: where torch can tell (an
-    input computed by another op), the kernels are not asked for it; the results stay right."""
-    module = sys.modules["grid_encoder.grid_sample"]
-    masks = []
+class MaskRecorder(TorchDispatchMode):
+    """Records the output masks the backward operators are called with, from Python or from C++ autograd."""
 
-    class Recorder:
-        def __getattr__(self, name):
-            op = getattr(torch.ops.grid_encoder, name)
+    def __init__(self):
+        super().__init__()
+        self.masks = []
 
-            def call(*args):
-                if name != "grid_sample_forward":
-                    masks.append((name, list(args[-1])))
-                return op(*args)
-            return call
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name in ("grid_encoder::grid_sample_backward", "grid_encoder::grid_sample_double_backward"):
+            self.masks.append((name.split("::")[1], list(args[-1])))
+        return func(*args, **(kwargs or {}))
 
-    monkeypatch.setattr(module, "_ops", Recorder())
+
+@pytest.mark.parametrize("features_are_leaf", [True, False])
+def test_eikonal_first_half_computes_only_the_grid_gradient(features_are_leaf):
+    """torch.autograd.grad(out, grid, create_graph=True) needs no input gradient: the kernels are not asked for
+    it, whether input is a leaf or computed by another op; the results stay right."""
     leaf = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
     grid = random_grid(1, 4, 5).requires_grad_()
     results = []
+    recorder = MaskRecorder()
     for sample in (grid_sample, grid_sample_reference):
-        features = leaf * 2  # not a leaf
-        out = sample(features, grid, "bilinear", "zeros", True)
-        (grad_grid,) = torch.autograd.grad(out, grid, torch.ones_like(out), create_graph=True)
-        results.append(torch.autograd.grad(((grad_grid.norm(dim=-1) - 1) ** 2).sum(), (leaf, grid)))
-    assert masks == [("grid_sample_backward", [False, True]), ("grid_sample_double_backward", [False, True, True])]
+        with recorder:
+            features = leaf if features_are_leaf else leaf * 2
+            out = sample(features, grid, "bilinear", "zeros", True)
+            (grad_grid,) = torch.autograd.grad(out, grid, torch.ones_like(out), create_graph=True)
+            results.append(torch.autograd.grad(((grad_grid.norm(dim=-1) - 1) ** 2).sum(), (leaf, grid)))
+    assert recorder.masks == [("grid_sample_backward", [False, True]),
+                              ("grid_sample_double_backward", [False, True, True])]
     for a, b in zip(*results):
         assert_close(a, b, rtol=1e-10, atol=1e-10)

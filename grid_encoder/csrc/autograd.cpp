@@ -1,0 +1,154 @@
+// Autograd for the forward and backward operators, in C++ so that a training step pays no Python per operator:
+// forward -> backward -> double backward, each the derivative of the one before. The double backward's own
+// derivative (third and higher orders) is attached in Python, as the vector-Jacobian product of its pure-PyTorch
+// twin (grid_sample.py).
+//
+// Gradients nobody asked for are neither requested from the kernels nor computed: ctx->needs_input_grad asks the
+// running backward pass which inputs it will use, so torch.autograd.grad(output, grid, create_graph=True), the
+// first half of an eikonal step, skips the scatter into input even when input requires a gradient.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+namespace grid_encoder {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+/// The settings every operator takes after its tensors: interpolation, padding, align_corners.
+struct Settings {
+  int64_t interpolation;
+  int64_t padding;
+  bool align_corners;
+
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["interpolation"] = interpolation;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["align_corners"] = align_corners;
+  }
+  static Settings load(AutogradContext* ctx) {
+    return {ctx->saved_data["interpolation"].toInt(), ctx->saved_data["padding"].toInt(),
+            ctx->saved_data["align_corners"].toBool()};
+  }
+};
+
+// The operators, called through the dispatcher: below autograd from a Function's forward, and with autograd from
+// a backward (so that create_graph=True records them).
+at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("grid_encoder::grid_sample_forward", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>();
+  return op.call(input, grid, s.interpolation, s.padding, s.align_corners);
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output, const at::Tensor& input,
+                                               const at::Tensor& grid, const Settings& s, std::array<bool, 2> mask) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("grid_encoder::grid_sample_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                    int64_t, bool, std::array<bool, 2>)>();
+  return op.call(grad_output, input, grid, s.interpolation, s.padding, s.align_corners, mask);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> double_backward_op(
+    const std::optional<at::Tensor>& grad_grad_input, const std::optional<at::Tensor>& grad_grad_grid,
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& grid, const Settings& s,
+    std::array<bool, 3> mask) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("grid_encoder::grid_sample_double_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool, std::array<bool, 3>)>();
+  return op.call(grad_grad_input, grad_grad_grid, grad_output, input, grid, s.interpolation, s.padding,
+                 s.align_corners, mask);
+}
+
+std::optional<at::Tensor> given(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+at::Tensor if_wanted(bool wanted, const at::Tensor& t) { return wanted ? t : at::Tensor(); }
+
+class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& grid,
+                            int64_t interpolation, int64_t padding, bool align_corners) {
+    const Settings settings{interpolation, padding, align_corners};
+    ctx->save_for_backward({input, grid});
+    settings.save(ctx);
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op(input, grid, settings);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor& grad_output = grads[0];
+    const std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    if (!grad_output.defined() || !(mask[0] || mask[1])) return variable_list(5);
+    const variable_list saved = ctx->get_saved_variables();
+    const auto [grad_input, grad_grid] = backward_op(grad_output, saved[0], saved[1], Settings::load(ctx), mask);
+    return {if_wanted(mask[0], grad_input), if_wanted(mask[1], grad_grid), {}, {}, {}};
+  }
+};
+
+class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& input,
+                               const at::Tensor& grid, int64_t interpolation, int64_t padding, bool align_corners,
+                               std::array<bool, 2> output_mask) {
+    const Settings settings{interpolation, padding, align_corners};
+    ctx->save_for_backward({grad_output, input, grid});
+    settings.save(ctx);
+    ctx->saved_data["computed_grad_input"] = output_mask[0];
+    ctx->saved_data["computed_grad_grid"] = output_mask[1];
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto [grad_input, grad_grid] = backward_op(grad_output, input, grid, settings, output_mask);
+    return {grad_input, grad_grid};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // An output that was not computed is a placeholder: any gradient flowing into it carries nothing.
+    const at::Tensor grad_grad_input = if_wanted(ctx->saved_data["computed_grad_input"].toBool(), grads[0]);
+    const at::Tensor grad_grad_grid = if_wanted(ctx->saved_data["computed_grad_grid"].toBool(), grads[1]);
+    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
+    if ((!grad_grad_input.defined() && !grad_grad_grid.defined()) || !(mask[0] || mask[1] || mask[2])) {
+      return variable_list(7);
+    }
+    const variable_list saved = ctx->get_saved_variables();
+    const auto [d_grad_output, d_input, d_grid] = double_backward_op(
+        given(grad_grad_input), given(grad_grad_grid), saved[0], saved[1], saved[2], Settings::load(ctx), mask);
+    return {if_wanted(mask[0], d_grad_output), if_wanted(mask[1], d_input), if_wanted(mask[2], d_grid), {}, {}, {},
+            {}};
+  }
+};
+
+at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
+                                        int64_t padding, bool align_corners) {
+  return ForwardFunction::apply(input, grid, interpolation, padding, align_corners);
+}
+
+std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tensor& grad_output,
+                                                                 const at::Tensor& input, const at::Tensor& grid,
+                                                                 int64_t interpolation, int64_t padding,
+                                                                 bool align_corners, std::array<bool, 2> output_mask) {
+  const variable_list grads =
+      BackwardFunction::apply(grad_output, input, grid, interpolation, padding, align_corners, output_mask);
+  return {grads[0], grads[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
+  m.impl("grid_sample_forward", &grid_sample_forward_autograd);
+  m.impl("grid_sample_backward", &grid_sample_backward_autograd);
+}
+
+}  // namespace grid_encoder
