@@ -27,7 +27,7 @@ _CPU_SOURCES = ["grid_sample.cpp", "autograd.cpp", "kernels_cpu.cpp"]
 # One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel.
 _CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d_{dtype}.cu")
                  for op in ("forward", "backward", "double_backward") for dims in (2, 3)
-                 for dtype in ("f32", "f64", "f16", "bf16")]
+                 for dtype in ("f32", "f64", "f16", "bf16")] + [os.path.join("cuda", "channels_last.cu")]
 _HEADERS = ["kernels.h", "kernels_cuda.cuh", "sample_math.h"]
 _BUILT_MARKER = "build-complete"
 

@@ -86,7 +86,10 @@ at::MemoryFormat channels_last_format(const at::Tensor& input) {
 
 /// An input-like tensor in the layout the kernels read it in.
 at::Tensor working_copy(const at::Tensor& t, const at::Tensor& input) {
-  return channels_last_working_copy(input) ? t.contiguous(channels_last_format(input)) : t;
+#ifdef GRID_ENCODER_WITH_CUDA
+  if (channels_last_working_copy(input)) return channels_last_copy_cuda(t, channels_last_format(input));
+#endif
+  return t;
 }
 
 /// The call's problem. `reads_input`: whether the kernels will read input (else it only gives shapes).

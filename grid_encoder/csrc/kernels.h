@@ -54,6 +54,8 @@ template <typename scalar_t, int kDims>
 void backward_cuda(const Problem& problem);
 template <typename scalar_t, int kDims>
 void double_backward_cuda(const Problem& problem);
+// t in `format` (channels-last): t itself if it is already laid out so, else a copy (cuda/channels_last.cu).
+at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format);
 #endif
 
 template <typename scalar_t, int kDims>

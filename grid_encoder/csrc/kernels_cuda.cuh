@@ -30,12 +30,12 @@ constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // beyond this, threads loop (
   for (int64_t point = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; point < a.batch * a.points;   \
        point += int64_t(gridDim.x) * blockDim.x)
 
-/// Threads per sample: with at most 4 taps, one per channel block, rounded up to a power of two, at most a warp
-/// (lanes then take every lanes-th block). Neighbouring lanes read neighbouring channels of the same taps, so a
-/// warp's loads touch fewer cache lines, and more loads are in flight. Samples with more taps (bicubic, 3-D)
-/// already keep enough loads in flight per thread; split, they measured slower (H200).
+/// Threads per sample: with at most 8 taps (bilinear, trilinear, nearest), one per channel block, rounded up to a
+/// power of two, at most a warp (lanes then take every lanes-th block). Neighbouring lanes read neighbouring
+/// channels of the same taps, so a warp's loads touch fewer cache lines, and more loads are in flight. Bicubic's
+/// 16 or 64 taps already keep enough loads in flight per thread; split, they measured slower (H200).
 inline int lanes_per_point(int64_t channels, int taps) {
-  if (taps > 4) return 1;
+  if (taps > 8) return 1;
   const int64_t blocks = (channels + kDeviceChannelBlock - 1) / kDeviceChannelBlock;
   int lanes = 1;
   while (lanes < blocks && lanes < 32) lanes *= 2;
@@ -78,14 +78,15 @@ __device__ inline void sum_over_lanes(T (&value)[kDims], int lanes) {
 
 /// Thread blocks per SM that a kernel's registers must leave room for (__launch_bounds__; the double backward
 /// gets half). Left alone, the compiler spends registers on loads in flight until one block of bilinear
-/// sampling fits (185 registers), and these latency-bound gathers starve for warps; with 64 they do not
-/// spill. Bicubic's 16 or 64 taps keep their registers: fewer spill.
-template <Interp I>
-constexpr int kMinBlocks = I == Interp::Bicubic ? 1 : 4;
+/// sampling fits (185 registers), and these latency-bound gathers starve for warps; with 64 registers 2-D
+/// sampling does not spill, trilinear needs 80 (3 blocks). Bicubic's 16 or 64 taps keep their registers: fewer
+/// spill.
+template <Interp I, int kDims>
+constexpr int kMinBlocks = I == Interp::Bicubic ? 1 : kDims == 3 ? 3 : 4;
 
 // args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) forward_kernel(const Args args, int lanes) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<I, kDims>) forward_kernel(const Args args, int lanes) {
   for_each_lane(args, lanes, [&](Lane l) {
     if (l.active) forward_point<scalar_t, I, P, kDims>(args, l.point, l.span);
   });
@@ -93,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<I>) forward_kernel(const 
 
 // args: grad_output [N, C, P]; writes grad_grid [N, P, dims]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<I>) backward_grid_kernel(const Args args, int lanes) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<I, kDims>) backward_grid_kernel(const Args args, int lanes) {
   for_each_lane(args, lanes, [&](Lane l) {
     opmath_t<scalar_t> dgrid[kDims] = {};
     if (l.active) backward_grid_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<I>) backward_grid_kernel(
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
 // d grad_output [N, C, P] and d grid [N, P, dims]
 template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<I> + 1) / 2) double_backward_kernel(const Args args, int lanes) {
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<I, kDims> + 1) / 2) double_backward_kernel(const Args args, int lanes) {
   for_each_lane(args, lanes, [&](Lane l) {
     opmath_t<scalar_t> dgrid[kDims] = {};
     if (l.active) double_backward_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
