@@ -70,6 +70,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> double_backward_op(
                  s.align_corners, mask);
 }
 
+/// In a backward pass without create_graph nothing records the next operator, so the call may skip its autograd
+/// kernel (for the double backward, a Python one) and go straight to the CPU or CUDA kernel.
+struct SkipAutogradUnlessRecording {
+  std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+  SkipAutogradUnlessRecording() {
+    if (!at::GradMode::is_enabled()) below_autograd.emplace();
+  }
+};
+
 std::optional<at::Tensor> given(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
@@ -93,6 +102,7 @@ class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
     const std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
     if (!grad_output.defined() || !(mask[0] || mask[1])) return variable_list(5);
     const variable_list saved = ctx->get_saved_variables();
+    const SkipAutogradUnlessRecording skip;
     const auto [grad_input, grad_grid] = backward_op(grad_output, saved[0], saved[1], Settings::load(ctx), mask);
     return {if_wanted(mask[0], grad_input), if_wanted(mask[1], grad_grid), {}, {}, {}};
   }
@@ -123,6 +133,7 @@ class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
       return variable_list(7);
     }
     const variable_list saved = ctx->get_saved_variables();
+    const SkipAutogradUnlessRecording skip;
     const auto [d_grad_output, d_input, d_grid] = double_backward_op(
         given(grad_grad_input), given(grad_grad_grid), saved[0], saved[1], saved[2], Settings::load(ctx), mask);
     return {if_wanted(mask[0], d_grad_output), if_wanted(mask[1], d_input), if_wanted(mask[2], d_grid), {}, {}, {},
