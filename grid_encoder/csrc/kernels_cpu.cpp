@@ -25,6 +25,22 @@ void for_each_point(const Problem& pb, int64_t work_per_point, const F& body) {
   });
 }
 
+/// Calls body(first, count) for runs of at most max_count points [first, first + count) of one batch item each,
+/// covering every (n, p) pair, in parallel.
+template <typename F>
+void for_each_run(const Problem& pb, int64_t work_per_point, int max_count, const F& body) {
+  const int64_t points = pb.points();
+  const int64_t grain = std::max<int64_t>(max_count, kGrainWork / std::max<int64_t>(1, work_per_point));
+  at::parallel_for(0, pb.sample_count(), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t first = begin; first < end;) {
+      const int64_t batch_end = (first / points + 1) * points;
+      const int count = static_cast<int>(std::min<int64_t>({end, batch_end, first + max_count}) - first);
+      body(first, count);
+      first += count;
+    }
+  });
+}
+
 /// Calls body(point, owned channels) so that every (n, c) pair belongs to exactly one thread.
 template <typename F>
 void for_each_channel_owner(const Problem& pb, const F& body) {
@@ -37,6 +53,45 @@ void for_each_channel_owner(const Problem& pb, const F& body) {
       for (int64_t p = 0; p < points; ++p) body(n * points + p, channel_range(c_begin, c_end));
     }
   });
+}
+
+/// Points the CPU forward takes at a time (see forward_run).
+constexpr int kForwardRun = 16;
+
+/// output[n, c, p] = sum_k W_k V_k[n, c] (forward_point's math) for the points [first, first + count) of one batch
+/// item: their taps first, then channel by channel. A point's channels lie a plane apart, so that point by point
+/// the output lines of all channels compete for one cache set; run by run, each channel's stores are contiguous.
+/// A tap outside the input reads offset 0 and adds a selected zero, so that the channel loop has no branches (a
+/// product with zero would turn an infinite value at offset 0 into NaN).
+template <typename scalar_t, Interp I, Padding P, int kDims>
+void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, I, P, kDims>;
+  int64_t offset[kForwardRun][Taps::kTaps];
+  T weight[kForwardRun][Taps::kTaps];
+  bool inside[kForwardRun][Taps::kTaps];
+  for (int i = 0; i < count; ++i) {
+    const Taps taps = point_taps<scalar_t, I, P, kDims>(a, first + i);
+    const TapOffsets<Taps::kTaps> at = taps.offsets(a.input.stride);
+    taps.weights(weight[i]);
+    for (int k = 0; k < Taps::kTaps; ++k) {
+      inside[i][k] = at.inside[k];
+      offset[i][k] = at.inside[k] ? at.offset[k] : 0;
+    }
+  }
+  const int64_t n = first / a.points;
+  const scalar_t* plane = a.input.plane(n, 0);
+  scalar_t* out = a.output.at(n, 0, first % a.points, a.channels, a.points);
+  for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, out += a.points) {
+    for (int i = 0; i < count; ++i) {
+      T value = 0;
+      for (int k = 0; k < Taps::kTaps; ++k) {
+        const T tap = static_cast<T>(plane[offset[i][k]]);
+        value += inside[i][k] ? weight[i][k] * tap : T(0);
+      }
+      out[i] = static_cast<scalar_t>(value);
+    }
+  }
 }
 
 /// Runs body<scalar_t, I, P, kDims>(args) for the call's dtype and settings.
@@ -57,9 +112,9 @@ void for_each_channel_owner(const Problem& pb, const F& body) {
 
 void forward_cpu(const Problem& pb) {
   GRID_ENCODER_CPU_DISPATCH(pb, "grid_sample_forward_cpu", {
-    const ChannelSpan all = channel_range(0, pb.channels());
-    for_each_point(pb, pb.channels() * kTaps,
-                   [&](int64_t point) { forward_point<scalar_t, I, P, kDims>(args, point, all); });
+    for_each_run(pb, pb.channels() * kTaps, kForwardRun, [&](int64_t first, int count) {
+      forward_run<scalar_t, I, P, kDims>(args, first, count);
+    });
   });
 }
 
