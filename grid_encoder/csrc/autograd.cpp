@@ -143,6 +143,10 @@ class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
 
 at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
                                         int64_t padding, bool align_corners) {
+  if (!at::GradMode::is_enabled() || !(input.requires_grad() || grid.requires_grad())) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op(input, grid, Settings{interpolation, padding, align_corners});
+  }
   return ForwardFunction::apply(input, grid, interpolation, padding, align_corners);
 }
 
