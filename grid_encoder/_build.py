@@ -24,10 +24,11 @@ except ImportError:  # Windows: builds are not locked against each other
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _CPU_SOURCES = ["grid_sample.cpp", "autograd.cpp", "kernels_cpu.cpp"]
-# One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel.
+# One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel; the slowest
+# (double backward, 3-D) first, so that they do not start last.
 _CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d_{dtype}.cu")
-                 for op in ("forward", "backward", "double_backward") for dims in (2, 3)
-                 for dtype in ("f32", "f64", "f16", "bf16")] + [os.path.join("cuda", "channels_last.cu")]
+                 for op in ("double_backward", "backward", "forward") for dims in (3, 2)
+                 for dtype in ("f64", "f32", "f16", "bf16")] + [os.path.join("cuda", "channels_last.cu")]
 _HEADERS = ["kernels.h", "kernels_cuda.cuh", "sample_math.h"]
 _BUILT_MARKER = "build-complete"
 
@@ -108,7 +109,7 @@ def _compile(name, build_dir, with_cuda):
     what, takes = ("CPU and CUDA", "1.5 minutes on 16 cores, longer on fewer") if with_cuda else ("CPU", "about 20 s")
     print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, {takes})",
           file=sys.stderr, flush=True)
-    sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else [])]
+    sources = [os.path.join(_SOURCE_DIR, s) for s in (_CUDA_SOURCES if with_cuda else []) + _CPU_SOURCES]
     defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
     # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
     # or the CPU kernels run on one thread.
