@@ -41,6 +41,20 @@ def test_matches_torch_on_lattice_points(device, mode, padding, align):
     assert_close(ours[2], theirs[2], **TIGHT)
 
 
+@pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
+def test_non_finite_input_values_reach_only_the_points_that_read_them(device, mode, padding, align):
+    """An infinite first pixel and a NaN inside: points whose taps leave the input, or miss those pixels, stay
+    finite, exactly as torch's do (a tap outside must not multiply anything by zero)."""
+    input = torch.randn(2, 3, 7, 9, dtype=torch.float64, device=device)
+    input[:, :, 0, 0] = torch.inf
+    input[1, 1, 3, 4] = torch.nan
+    grid = random_grid(2, 8, 6, device=device)  # inside and outside the input
+    ours = grid_sample(input, grid, mode, padding, align)
+    theirs = F.grid_sample(input, grid, mode, padding, align)
+    assert ours.isfinite().any() and not ours.isfinite().all()
+    assert_close(ours, theirs, equal_nan=True, **TIGHT)
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 @pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
 def test_non_contiguous_inputs(device, mode, layout):
