@@ -49,6 +49,12 @@ def test_non_finite_input_values_reach_only_the_points_that_read_them(device, mo
     input[:, :, 0, 0] = torch.inf
     input[1, 1, 3, 4] = torch.nan
     grid = random_grid(2, 8, 6, device=device)  # inside and outside the input
+
+    def center(i, size):  # the grid value of pixel i's center
+        return 2 * i / (size - 1) - 1 if align else (2 * i + 1) / size - 1
+
+    grid[0, 0, 0] = torch.tensor([center(0, 9), center(0, 7)])  # on the infinite pixel
+    grid[1, 0, 1] = torch.tensor([center(4, 9), center(3, 7)])  # on the NaN
     ours = grid_sample(input, grid, mode, padding, align)
     theirs = F.grid_sample(input, grid, mode, padding, align)
     assert ours.isfinite().any() and not ours.isfinite().all()
