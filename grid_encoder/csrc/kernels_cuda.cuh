@@ -141,6 +141,12 @@ void launch_lanes(const Problem& pb, Kernel kernel, const Args& args, const Extr
   launch_items((pb.sample_count() * lanes + 31) / 32 * 32, pb.input.get_device(), kernel, args, lanes, extra...);
 }
 
+/// Whether rows of `channels` elements of t's dtype, in a buffer of their own, all start on 16-byte boundaries: then
+/// whole channel blocks of a row load and store as 16-byte words.
+inline bool rows_are_whole_words(int64_t channels, const at::Tensor& t) {
+  return (channels * t.element_size()) % 16 == 0;
+}
+
 /// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
 template <typename scalar_t, typename T>
 __device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
@@ -276,7 +282,7 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
   const at::Tensor count = at::zeros({positions}, options.dtype(at::kInt));
   const int64_t channels = pb.channels();
   const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
-  const bool point_words = (channels * grad_output_points.element_size()) % 16 == 0;
+  const bool point_words = rows_are_whole_words(channels, grad_output_points);
   scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
   launch_lanes<1>(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid,
                   deterministic ? position.data_ptr<int64_t>() : nullptr, coefficient.data_ptr<acc_t>(),

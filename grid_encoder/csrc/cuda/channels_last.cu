@@ -29,7 +29,7 @@ at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format)
   if (!t.is_contiguous()) return t.contiguous(format);  // other strides: torch's generic copy
   at::Tensor out = at::empty(t.sizes(), t.options().memory_format(format));
   const int64_t channels = t.size(1), items = t.numel() / channels;
-  const bool channel_words = (channels * t.element_size()) % 16 == 0;
+  const bool channel_words = rows_are_whole_words(channels, out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "channels_last_copy", [&] {
     launch_items(items, t.get_device(), channels_last_copy_kernel<scalar_t>, t.const_data_ptr<scalar_t>(),
                  out.data_ptr<scalar_t>(), channels, items / std::max<int64_t>(t.size(0), 1), items, channel_words);
