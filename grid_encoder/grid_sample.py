@@ -17,13 +17,21 @@ pure-PyTorch twin (``reference.double_backward_reference``), so every order is e
 | second order          | kernel, every term   | kernel (grid terms 0) | kernel, every term |
 | third and higher      | pure PyTorch, exact  | pure PyTorch, exact  | pure PyTorch, exact |
 """
+import warnings
+
 import torch
 
 from . import _build
-from .reference import double_backward_reference
 
 _build.load()
 _ops = torch.ops.grid_encoder
+
+from . import transforms  # noqa: E402  (needs the operators loaded)
+
+_REDUCED = (torch.float16, torch.bfloat16)
+_ALIGN_CORNERS_WARNING = (
+    "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
+    "pass align_corners=True or False explicitly to silence this warning")
 
 _INTERPOLATION = {"bilinear": 0, "nearest": 1, "bicubic": 2}
 _PADDING = {"zeros": 0, "border": 1, "reflection": 2}
@@ -53,11 +61,19 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         any order with respect to ``input`` and ``grid``: orders one and two run fused kernels, higher orders
         an exact pure-PyTorch composite.
     """
+    if align_corners is None:  # as torch: a warning, then False
+        warnings.warn(_ALIGN_CORNERS_WARNING, stacklevel=2)
+        align_corners = False
     if _autocast_enabled(input, grid):  # as torch's grid_sample: reduced precision runs in float32
         with torch.autocast(input.device.type, enabled=False):
             return grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners)
     _check_arguments(input, grid, mode, padding_mode, align_corners)
-    return _ops.grid_sample_forward(input, grid, _INTERPOLATION[mode], _PADDING[padding_mode], align_corners)
+    if input.dtype in _REDUCED and input.device.type == "cpu":  # computed in float32, returned in the dtype
+        return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
+    settings = (_INTERPOLATION[mode], _PADDING[padding_mode], align_corners)
+    if transforms.transforms_active():
+        return transforms.Sample.apply(input, grid, settings)
+    return _ops.grid_sample_forward(input, grid, *settings)
 
 
 def _autocast_enabled(input, grid):
@@ -83,7 +99,7 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
         raise ValueError(
             f"grid_sample(): padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
     if not isinstance(align_corners, bool):
-        raise TypeError(f"grid_sample(): align_corners must be a bool, got {align_corners!r}")
+        raise TypeError(f"grid_sample(): align_corners must be a bool or None, got {align_corners!r}")
     if input.dim() not in (4, 5):
         raise ValueError(f"grid_sample(): expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape "
                          f"{_shape(input)}")
@@ -107,11 +123,8 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
     if input.device != grid.device:
         raise ValueError(f"grid_sample(): expected input and grid on the same device, got input on "
                          f"{input.device} and grid on {grid.device}")
-    if input.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"grid_sample(): expected CPU or CUDA tensors, got tensors on {input.device}")
-    if input.dtype in (torch.float16, torch.bfloat16) and input.device.type != "cuda":
-        raise TypeError(f"grid_sample(): {input.dtype} is supported on CUDA only, got it on {input.device}; "
-                        f"use float32 or float64 on the CPU")
+    if input.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"grid_sample(): expected CPU, CUDA or meta tensors, got tensors on {input.device}")
     if input.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"grid_sample(): expected float32, float64, float16 or bfloat16, got {input.dtype}")
 
@@ -131,6 +144,11 @@ def _backward_fake(grad_output, input, grid, interpolation, padding, align_corne
     return grad_input, grad_grid
 
 
+@torch.library.register_fake("grid_encoder::grid_sample_tangent")
+def _tangent_fake(input_tangent, grid_tangent, input, grid, interpolation, padding, align_corners):
+    return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:-1]))
+
+
 @torch.library.register_fake("grid_encoder::grid_sample_double_backward")
 def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation, padding,
                           align_corners, output_mask):
@@ -141,31 +159,24 @@ def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, g
 
 
 # ----------------------------------------------------------------------------------------------
-# Autograd of the forward and backward operators is in C++ (csrc/autograd.cpp). The double backward's
-# own derivative, third order and up, is here.
+# Autograd of the forward and backward operators is in C++ (csrc/autograd.cpp). The double backward's is here:
+# its derivatives (third order and up) are those of transforms.DoubleBackward, the pure-PyTorch twin's.
 
-def _double_backward_setup(ctx, inputs, output):
-    grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation, padding, align_corners, mask = inputs
-    ctx.save_for_backward(grad_grad_input, grad_grad_grid, grad_output, input, grid)
-    ctx.settings = (_MODE_NAMES[interpolation], _PADDING_NAMES[padding], align_corners)
-    ctx.computed = tuple(mask)
-    ctx.set_materialize_grads(False)
+_library = torch.library.Library("grid_encoder", "IMPL")
 
 
-def _double_backward_backward(ctx, *grads):
-    """Third and higher orders: the vector-Jacobian product of the pure-PyTorch double backward, which
-    is exact, and differentiable again when create_graph=True."""
-    grad_grad_input, grad_grad_grid, grad_output, input, grid = ctx.saved_tensors
-    primals = (torch.zeros_like(input) if grad_grad_input is None else grad_grad_input,
-               torch.zeros_like(grid) if grad_grad_grid is None else grad_grad_grid,
-               grad_output, input, grid)
-    cotangents = tuple(g if computed and g is not None else torch.zeros_like(like)
-                       for g, computed, like in zip(grads, ctx.computed, (grad_output, input, grid)))
-    _, vjp = torch.func.vjp(
-        lambda *tensors: double_backward_reference(*tensors, *ctx.settings), *primals)
-    result = vjp(cotangents)
-    return tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[:5])) + (None,) * 4
+def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation,
+                              padding, align_corners, output_mask):
+    tensors = (grad_grad_input, grad_grad_grid, grad_output, input, grid)
+    if any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise RuntimeError("grid_encoder.grid_sample_double_backward: forward-mode AD of this operator is served "
+                           "by grid_encoder.grid_sample(); call that instead of the operator on dual tensors")
+    settings = (interpolation, padding, align_corners)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        results = transforms.DoubleBackward.apply(*tensors, settings, tuple(output_mask))
+        return tuple(r if r is not None else like.new_empty((0,)) for r, like in zip(results, (input, input, grid)))
+    return _ops.grid_sample_double_backward.default.redispatch(keyset & torch._C._after_autograd_keyset, *tensors,
+                                                               *settings, output_mask)
 
 
-torch.library.register_autograd("grid_encoder::grid_sample_double_backward", _double_backward_backward,
-                                setup_context=_double_backward_setup)
+_library.impl("grid_sample_double_backward", _double_backward_autograd, "Autograd", with_keyset=True)

@@ -15,6 +15,9 @@ PADDINGS = ["zeros", "border", "reflection"]
 SETTINGS = list(itertools.product(MODES, PADDINGS, [True, False]))
 SETTING_IDS = [f"{m}-{p}-{'align' if a else 'noalign'}" for m, p, a in SETTINGS]
 
+# The results of first_and_second_order, in its order.
+RESULT_NAMES = ("output", "grad_input", "grad_grid", "d_grad_output", "d_input", "d_grid")
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # gradcheck's check that a backward pass repeats exactly: on CUDA the input gradient sums its terms in the

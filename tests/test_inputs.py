@@ -6,43 +6,51 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import MODES, PADDINGS, deterministic_algorithms, first_and_second_order, random_grid
+from conftest import MODES, PADDINGS, RESULT_NAMES, deterministic_algorithms, first_and_second_order, random_grid
+
 from grid_encoder import grid_sample
 
 f64 = torch.float64
 
 
-def _bad_cases(device):
-    x = torch.randn(2, 3, 5, 6, dtype=f64, device=device)
-    g = random_grid(2, 4, 4, device=device)
-    other_device = "cpu" if device != "cpu" else "meta"
-    return [
-        ((x.tolist(), g), {}, TypeError, r"expected input to be a torch.Tensor, got list"),
-        ((x, None), {}, TypeError, r"expected grid to be a torch.Tensor, got NoneType"),
-        ((x, g), dict(mode="linear"), ValueError, r"mode must be 'bilinear', 'nearest' or 'bicubic', got 'linear'"),
-        ((x, g), dict(padding_mode="mirror"), ValueError, r"padding_mode must be .*got 'mirror'"),
-        ((x, g), dict(align_corners=None), TypeError, r"align_corners must be a bool, got None"),
-        ((x[0], g), {}, ValueError, r"expected input of shape \(N, C, H, W\) or \(N, C, D, H, W\), got shape "
-                                   r"\(3, 5, 6\)"),
-        ((x[None], g), {}, ValueError, r"expected grid of shape \(N, Do, Ho, Wo, 3\) for input of shape "
-                                       r"\(1, 2, 3, 5, 6\), got shape \(2, 4, 4, 2\)"),
-        ((x, g[..., :1]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\) for input of shape "
-                                          r"\(2, 3, 5, 6\), got shape \(2, 4, 4, 1\)"),
-        ((x, g[0]), {}, ValueError, r"expected grid of shape \(N, Ho, Wo, 2\) .*got shape \(4, 4, 2\)"),
-        ((x, g[:1]), {}, ValueError, r"same batch size N, got grid of shape \(1, 4, 4, 2\) and input of shape "
-                                     r"\(2, 3, 5, 6\)"),
-        ((x[:, :, :0], g), {}, ValueError, r"non-empty spatial dimensions, got shape \(2, 3, 0, 6\)"),
-        ((x.long(), g.long()), {}, TypeError, r"expected floating-point input and grid, got input of dtype "
-                                              r"torch.int64 and grid of dtype torch.int64"),
-        ((x, g.float()), {}, TypeError, r"same dtype, got input of dtype torch.float64 and grid of dtype "
-                                        r"torch.float32"),
-        ((x, g.to(other_device)), {}, ValueError, r"same device, got input on .* and grid on "),
-    ]
+BAD_CASES = {  # name: (make arguments from (x, g, other_device), error, message)
+    "input-not-tensor": (lambda x, g, o: ((x.tolist(), g), {}), TypeError,
+                         r"expected input to be a torch.Tensor, got list"),
+    "grid-not-tensor": (lambda x, g, o: ((x, None), {}), TypeError, r"expected grid to be a torch.Tensor, got NoneType"),
+    "mode": (lambda x, g, o: ((x, g), dict(mode="linear")), ValueError,
+             r"mode must be 'bilinear', 'nearest' or 'bicubic', got 'linear'"),
+    "padding": (lambda x, g, o: ((x, g), dict(padding_mode="mirror")), ValueError,
+                r"padding_mode must be .*got 'mirror'"),
+    "align-corners": (lambda x, g, o: ((x, g), dict(align_corners="yes")), TypeError,
+                      r"align_corners must be a bool or None, got 'yes'"),
+    "input-3d": (lambda x, g, o: ((x[0], g), {}), ValueError,
+                 r"expected input of shape \(N, C, H, W\) or \(N, C, D, H, W\), got shape \(3, 5, 6\)"),
+    "grid-of-2d-for-volume": (lambda x, g, o: ((x[None], g), {}), ValueError,
+                              r"expected grid of shape \(N, Do, Ho, Wo, 3\) for input of shape "
+                              r"\(1, 2, 3, 5, 6\), got shape \(2, 4, 4, 2\)"),
+    "grid-last-dim": (lambda x, g, o: ((x, g[..., :1]), {}), ValueError,
+                      r"expected grid of shape \(N, Ho, Wo, 2\) for input of shape \(2, 3, 5, 6\), got shape "
+                      r"\(2, 4, 4, 1\)"),
+    "grid-3d": (lambda x, g, o: ((x, g[0]), {}), ValueError,
+                r"expected grid of shape \(N, Ho, Wo, 2\) .*got shape \(4, 4, 2\)"),
+    "batch": (lambda x, g, o: ((x, g[:1]), {}), ValueError,
+              r"same batch size N, got grid of shape \(1, 4, 4, 2\) and input of shape \(2, 3, 5, 6\)"),
+    "empty-spatial": (lambda x, g, o: ((x[:, :, :0], g), {}), ValueError,
+                      r"non-empty spatial dimensions, got shape \(2, 3, 0, 6\)"),
+    "integer": (lambda x, g, o: ((x.long(), g.long()), {}), TypeError,
+                r"expected floating-point input and grid, got input of dtype torch.int64 and grid of dtype "
+                r"torch.int64"),
+    "dtypes": (lambda x, g, o: ((x, g.float()), {}), TypeError,
+               r"same dtype, got input of dtype torch.float64 and grid of dtype torch.float32"),
+    "devices": (lambda x, g, o: ((x, g.to(o)), {}), ValueError, r"same device, got input on .* and grid on "),
+}
 
 
-@pytest.mark.parametrize("case", range(14))
+@pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_arguments_raise_clear_errors_and_leave_nothing_broken(device, case):
-    args, kwargs, error, message = _bad_cases(device)[case]
+    make, error, message = BAD_CASES[case]
+    x = torch.randn(2, 3, 5, 6, dtype=f64, device=device)
+    args, kwargs = make(x, random_grid(2, 4, 4, device=device), "cpu" if device != "cpu" else "meta")
     with pytest.raises(error, match=message):
         grid_sample(*args, **kwargs)
     x = torch.randn(1, 2, 4, 4, dtype=f64, device=device)
@@ -50,10 +58,59 @@ def test_bad_arguments_raise_clear_errors_and_leave_nothing_broken(device, case)
     assert_close(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), rtol=1e-12, atol=1e-12)
 
 
-def test_half_on_cpu_is_refused():
-    x = torch.randn(1, 2, 4, 4, dtype=torch.float16)
-    with pytest.raises(TypeError, match=r"torch.float16 is supported on CUDA only, got it on cpu"):
-        grid_sample(x, random_grid(1, 2, 2, dtype=torch.float16))
+def test_align_corners_none_warns_and_means_false(device):
+    """As torch: None is accepted, with a warning, and behaves as False."""
+    x = torch.randn(1, 2, 4, 5, dtype=f64, device=device)
+    g = random_grid(1, 3, 3, device=device)
+    with pytest.warns(UserWarning, match=r"align_corners=None means False"):
+        ours = grid_sample(x, g, align_corners=None)
+    assert_close(ours, grid_sample(x, g, align_corners=False), rtol=0, atol=0)
+    assert not torch.equal(ours, grid_sample(x, g, align_corners=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_on_the_cpu_is_computed_in_float32(dtype):
+    """float16 and bfloat16 CPU tensors: computed in float32, returned in their dtype, to every order."""
+    input = torch.randn(2, 3, 5, 6).to(dtype)
+    grid = random_grid(2, 4, 4, dtype=torch.float32, reach=1.1).to(dtype)
+    ours = first_and_second_order(grid_sample, input, grid, "bicubic", "border", False)
+    wide = first_and_second_order(grid_sample, input.double(), grid.double(), "bicubic", "border", False)
+    for name, a, b in zip(RESULT_NAMES, ours, wide):
+        assert a.dtype == dtype, name
+        assert_close(a.double(), b, rtol=2e-2, atol=2e-2 * b.abs().max().item(), msg=lambda m: f"{name}: {m}")
+    expected_output = F.grid_sample(input.float(), grid.float(), "bicubic", "border", False).to(dtype)
+    assert torch.equal(ours[0], expected_output)  # float32 arithmetic, one rounding at the end
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_meta_tensors_give_torchs_shapes_dtypes_and_strides(dims):
+    shape, grid_shape = ((2, 3, 5, 6), (2, 4, 7, 2)) if dims == 2 else ((2, 3, 4, 5, 6), (2, 4, 7, 1, 3))
+    input = torch.empty(shape, device="meta", requires_grad=True)
+    grid = torch.empty(grid_shape, device="meta", requires_grad=True)
+    ours = grid_sample(input, grid, "bilinear", "border", False)
+    theirs = F.grid_sample(input, grid, "bilinear", "border", align_corners=False)
+    assert (ours.shape, ours.stride(), ours.dtype, ours.device) == (
+        theirs.shape, theirs.stride(), theirs.dtype, theirs.device)
+    ours_grads = torch.autograd.grad(ours.sum(), (input, grid), create_graph=True)
+    theirs_grads = torch.autograd.grad(theirs.sum(), (input, grid))
+    for a, b in zip(ours_grads, theirs_grads):
+        assert (a.shape, a.stride(), a.dtype, a.device) == (b.shape, b.stride(), b.dtype, b.device)
+    second = torch.autograd.grad(ours_grads[1].square().sum(), (input, grid))
+    for a, like in zip(second, (input, grid)):
+        assert (a.shape, a.stride(), a.device) == (like.shape, like.stride(), like.device)
+
+
+def test_fake_tensor_mode_runs_every_order():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        input = torch.empty(2, 3, 5, 6, requires_grad=True)
+        grid = torch.empty(2, 4, 7, 2, requires_grad=True)
+        out = grid_sample(input, grid, "bicubic")
+        grad_input, grad_grid = torch.autograd.grad(out.sum(), (input, grid), create_graph=True)
+        d_input, d_grid = torch.autograd.grad(grad_grid.square().sum(), (input, grid))
+    assert tuple(out.shape) == (2, 3, 4, 7)
+    for a, like in [(grad_input, input), (grad_grid, grid), (d_input, input), (d_grid, grid)]:
+        assert (a.shape, a.stride(), a.dtype) == (like.shape, like.stride(), like.dtype)
 
 
 def test_operators_check_their_arguments():

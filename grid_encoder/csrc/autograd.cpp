@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <tuple>
 
@@ -141,8 +142,20 @@ class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
   }
 };
 
+/// Forward-mode AD and torch.func run through grid_encoder.grid_sample(), which routes them to the Python
+/// autograd Functions (transforms.py). The C++ Functions here have no forward-mode formula: rather than drop a
+/// tangent, an operator called directly on dual tensors refuses them.
+void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at::Tensor>> tensors) {
+  for (const auto& t : tensors) {
+    TORCH_CHECK(!t.has_value() || !t->defined() || !t->_fw_grad(/*level=*/0).defined(), op,
+                ": forward-mode AD of this operator is served by grid_encoder.grid_sample(); call that instead "
+                "of the operator on dual tensors");
+  }
+}
+
 at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
                                         int64_t padding, bool align_corners) {
+  refuse_dual_tensors("grid_encoder.grid_sample_forward", {input, grid});
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || grid.requires_grad())) {  // nothing to record
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     return forward_op(input, grid, Settings{interpolation, padding, align_corners});
@@ -154,9 +167,36 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tenso
                                                                  const at::Tensor& input, const at::Tensor& grid,
                                                                  int64_t interpolation, int64_t padding,
                                                                  bool align_corners, std::array<bool, 2> output_mask) {
+  refuse_dual_tensors("grid_encoder.grid_sample_backward", {grad_output, input, grid});
+  if (!at::GradMode::is_enabled()) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op(grad_output, input, grid, Settings{interpolation, padding, align_corners}, output_mask);
+  }
   const variable_list grads =
       BackwardFunction::apply(grad_output, input, grid, interpolation, padding, align_corners, output_mask);
   return {grads[0], grads[1]};
+}
+
+/// The tangent operator has no derivative formula of its own: grid_sample's forward-mode path
+/// (transforms.py) differentiates it through the other operators. Called directly, it refuses to be recorded
+/// rather than return a result without a gradient.
+at::Tensor grid_sample_tangent_autograd(const std::optional<at::Tensor>& input_tangent,
+                                        const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
+                                        const at::Tensor& grid, int64_t interpolation, int64_t padding,
+                                        bool align_corners) {
+  constexpr const char* name = "grid_encoder.grid_sample_tangent";
+  refuse_dual_tensors(name, {input_tangent, grid_tangent, input, grid});
+  bool records = false;
+  for (const auto& t : {input_tangent, grid_tangent, std::optional<at::Tensor>(input), std::optional<at::Tensor>(grid)}) {
+    records = records || (t.has_value() && t->defined() && t->requires_grad());
+  }
+  TORCH_CHECK(!(records && at::GradMode::is_enabled()), name, ": this operator is not differentiable by itself; "
+              "differentiate grid_encoder.grid_sample() under forward-mode AD instead");
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("grid_encoder::grid_sample_tangent", "")
+                             .typed<decltype(grid_sample_tangent_autograd)>();
+  return op.call(input_tangent, grid_tangent, input, grid, interpolation, padding, align_corners);
 }
 
 }  // namespace
@@ -164,6 +204,7 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tenso
 TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
   m.impl("grid_sample_forward", &grid_sample_forward_autograd);
   m.impl("grid_sample_backward", &grid_sample_backward_autograd);
+  m.impl("grid_sample_tangent", &grid_sample_tangent_autograd);
 }
 
 }  // namespace grid_encoder

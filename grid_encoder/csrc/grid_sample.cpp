@@ -1,5 +1,5 @@
 // The grid_encoder operators: schemas, argument checks, output allocation, and the hand-off to the
-// CPU or CUDA launcher. Autograd (forward -> backward -> double backward) is attached in Python.
+// CPU or CUDA launcher. Their autograd is in autograd.cpp and grid_sample.py.
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
@@ -208,6 +208,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   return {d_grad_output, d_input, d_grid};
 }
 
+at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
+                               const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
+                               const at::Tensor& grid, int64_t interpolation, int64_t padding, bool align_corners) {
+  constexpr const char* op = "grid_encoder.grid_sample_tangent";
+  check_sampler(op, input, grid, interpolation, padding);
+  const bool has_ti = input_tangent.has_value() && input_tangent->defined();
+  const bool has_tg = grid_tangent.has_value() && grid_tangent->defined();
+  if (has_ti) check_like(op, "input_tangent", *input_tangent, input.sizes(), input);
+  if (has_tg) check_like(op, "grid_tangent", *grid_tangent, grid.sizes(), input);
+  const c10::DeviceGuard guard(input.device());
+  // The output's tangent is the double backward's d grad_output with grad_grad_input = input_tangent and
+  // grad_grad_grid = grid_tangent: sum_k W_k tI_k + sum_k (sum_e dW_k/dg_e tG_e) V_k.
+  const bool grid_terms = has_tg && interpolation != static_cast<int64_t>(Interp::Nearest);
+  if (!has_ti && !grid_terms) return at::zeros(output_shape(input, grid), input.options());
+  Problem pb = make_problem(input, grid, interpolation, padding, align_corners, /*reads_input=*/grid_terms);
+  if (has_ti) pb.grad_grad_input = working_copy(*input_tangent, input);
+  if (grid_terms) pb.grad_grad_grid = grid_tangent->contiguous();
+  at::Tensor tangent = at::empty(output_shape(input, grid), input.options());
+  pb.grad_grad_output_out = tangent;
+  GRID_ENCODER_RUN(double_backward, pb);
+  return tangent;
+}
+
 TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_forward(Tensor input, Tensor grid, int interpolation, int padding, bool align_corners) "
         "-> Tensor");
@@ -216,12 +239,15 @@ TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "
         "Tensor input, Tensor grid, int interpolation, int padding, bool align_corners, bool[3] output_mask) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("grid_sample_tangent(Tensor? input_tangent, Tensor? grid_tangent, Tensor input, Tensor grid, "
+        "int interpolation, int padding, bool align_corners) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
   m.impl("grid_sample_forward", &grid_sample_forward);
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+  m.impl("grid_sample_tangent", &grid_sample_tangent);
 }
 
 #ifdef GRID_ENCODER_WITH_CUDA
@@ -229,6 +255,7 @@ TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
   m.impl("grid_sample_forward", &grid_sample_forward);
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+  m.impl("grid_sample_tangent", &grid_sample_tangent);
 }
 #endif
 
