@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import torch
 
@@ -83,6 +85,28 @@ def _check_toolchain(with_cuda):
 
 
 @contextlib.contextmanager
+def _progress(build_dir, total, every=15.0):
+    """Prints how many of the `total` sources are compiled, every `every` seconds while the block runs."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def report():
+        while not done.wait(every):
+            compiled = sum(name.endswith(".o") for name in os.listdir(build_dir))
+            print(f"grid_encoder: {compiled} of {total} files compiled ({time.monotonic() - start:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join()
+    print(f"grid_encoder: compiled in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
 def _build_lock(build_dir):
     """Holds an exclusive lock on build_dir while one process builds; others wait for it. The operating
     system drops the lock when its holder dies, so a killed build never blocks the next import."""
@@ -106,7 +130,8 @@ def _compile(name, build_dir, with_cuda):
         for leftover in leftovers:
             path = os.path.join(build_dir, leftover)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    what, takes = ("CPU and CUDA", "1.5 minutes on 16 cores, longer on fewer") if with_cuda else ("CPU", "about 20 s")
+    what, takes = (("CPU and CUDA", "about 1.5 minutes on 16 cores, 5 on two") if with_cuda
+                   else ("CPU", "about 30-70 s on two cores"))
     print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, {takes})",
           file=sys.stderr, flush=True)
     sources = [os.path.join(_SOURCE_DIR, s) for s in (_CUDA_SOURCES if with_cuda else []) + _CPU_SOURCES]
@@ -115,17 +140,18 @@ def _compile(name, build_dir, with_cuda):
     # or the CPU kernels run on one thread.
     openmp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
     try:
-        cpp_extension.load(
-            name=name,
-            sources=sources,
-            build_directory=build_dir,
-            extra_cflags=["-O3"] + openmp + defines,
-            extra_ldflags=openmp,
-            extra_cuda_cflags=["-O3"] + defines if with_cuda else None,
-            with_cuda=with_cuda,
-            is_python_module=False,
-            verbose=os.environ.get("GRID_ENCODER_VERBOSE_BUILD") == "1",
-        )
+        with _progress(build_dir, len(sources)):
+            cpp_extension.load(
+                name=name,
+                sources=sources,
+                build_directory=build_dir,
+                extra_cflags=["-O3"] + openmp + defines,
+                extra_ldflags=openmp,
+                extra_cuda_cflags=["-O3"] + defines if with_cuda else None,
+                with_cuda=with_cuda,
+                is_python_module=False,
+                verbose=os.environ.get("GRID_ENCODER_VERBOSE_BUILD") == "1",
+            )
     except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
         log = str(error).strip().splitlines()
         compilers = f"C++ compiler {os.environ.get('CXX', 'c++')!r}"
