@@ -1,5 +1,5 @@
 """Checks grid_encoder's grid_sample against torch (forward, first order) and against the pure-PyTorch
-reference (every second-order term), on the GPU when there is one, else on the CPU.
+reference (every second-order term, and the forward-mode tangent), on the GPU when there is one, else on the CPU.
 
     python examples/check_grads.py [--device cpu|cuda] [--dtype float64|float32]
 
@@ -54,6 +54,13 @@ def main():
     ref2 = second_order(lambda f, g: grid_sample_reference(f, g, "bilinear", "zeros", True))
     names = ("d2 / d grad_out", "d2 / d features", "d2 / d grid (incl. grid-grid term)")
     rows += [(name, x, y, "reference") for name, x, y in zip(names, ours2, ref2)]
+
+    # Forward mode: the output's tangent along random tangents of features and grid (torch raises here).
+    reference = lambda f, g: grid_sample_reference(f, g, "bilinear", "zeros", True)
+    tangents = (torch.randn_like(features), torch.randn_like(grid))
+    primals = (features.detach(), grid.detach())
+    rows.append(("jvp (forward mode)", torch.func.jvp(grid_sample, primals, tangents)[1],
+                 torch.func.jvp(reference, primals, tangents)[1], "reference"))
 
     print(f"grid_encoder check on {device}, {args.dtype}; features {tuple(features.shape)}, "
           f"grid {tuple(grid.shape)}")
