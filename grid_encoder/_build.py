@@ -25,13 +25,19 @@ except ImportError:  # Windows: builds are not locked against each other
     fcntl = None
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_CPU_SOURCES = ["grid_sample.cpp", "autograd.cpp", "kernels_cpu.cpp"]
-# One CUDA file per operator, dimensionality and dtype (see kernels_cuda.cuh), compiled in parallel; the slowest
-# (double backward, 3-D) first, so that they do not start last.
-_CUDA_SOURCES = [os.path.join("cuda", f"{op}_{dims}d_{dtype}.cu")
-                 for op in ("double_backward", "backward", "forward") for dims in (3, 2)
-                 for dtype in ("f64", "f32", "f16", "bf16")] + [os.path.join("cuda", "channels_last.cu")]
-_HEADERS = ["kernels.h", "kernels_cuda.cuh", "sample_math.h"]
+_CPU_SOURCES = ["operators.cpp", "autograd.cpp", "kernels_cpu.cpp"]
+_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cuda.cuh"]
+
+
+def _cuda_sources():
+    """The CUDA instantiation files (instantiations/generate.py writes them), the slowest first (the double
+    backward, then 3-D) so that they do not start last, and the channels-last copy."""
+    folder = os.path.join(_SOURCE_DIR, "instantiations")
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".cu"))
+    names.sort(key=lambda name: (not name.startswith("double_backward"), "_3d_" not in name))
+    return [os.path.join("instantiations", name) for name in names] + ["channels_last.cu"]
+
+
 _BUILT_MARKER = "build-complete"
 
 
@@ -50,7 +56,7 @@ def _want_cuda():
 
 def _build_dir(with_cuda):
     digest = hashlib.sha256()
-    files = [os.path.join(_SOURCE_DIR, name) for name in _CPU_SOURCES + _CUDA_SOURCES + _HEADERS]
+    files = [os.path.join(_SOURCE_DIR, name) for name in _CPU_SOURCES + _cuda_sources() + _HEADERS]
     for path in files + [os.path.abspath(__file__)]:  # this file holds the compiler flags
         with open(path, "rb") as f:
             digest.update(os.path.basename(path).encode() + b"\0" + f.read())
@@ -134,7 +140,7 @@ def _compile(name, build_dir, with_cuda):
                    else ("CPU", "about 30-70 s on two cores"))
     print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, {takes})",
           file=sys.stderr, flush=True)
-    sources = [os.path.join(_SOURCE_DIR, s) for s in (_CUDA_SOURCES if with_cuda else []) + _CPU_SOURCES]
+    sources = [os.path.join(_SOURCE_DIR, s) for s in (_cuda_sources() if with_cuda else []) + _CPU_SOURCES]
     defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
     # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
     # or the CPU kernels run on one thread.

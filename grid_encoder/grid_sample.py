@@ -33,10 +33,8 @@ _ALIGN_CORNERS_WARNING = (
     "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
     "pass align_corners=True or False explicitly to silence this warning")
 
-_INTERPOLATION = {"bilinear": 0, "nearest": 1, "bicubic": 2}
+_MODES = {"bilinear": 0, "nearest": 1, "bicubic": 2}
 _PADDING = {"zeros": 0, "border": 1, "reflection": 2}
-_MODE_NAMES = {code: name for name, code in _INTERPOLATION.items()}
-_PADDING_NAMES = {code: name for name, code in _PADDING.items()}
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True):
@@ -70,7 +68,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     _check_arguments(input, grid, mode, padding_mode, align_corners)
     if input.dtype in _REDUCED and input.device.type == "cpu":  # computed in float32, returned in the dtype
         return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
-    settings = (_INTERPOLATION[mode], _PADDING[padding_mode], align_corners)
+    settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
     if transforms.transforms_active():
         return transforms.Sample.apply(input, grid, settings)
     return _ops.grid_sample_forward(input, grid, *settings)
@@ -93,7 +91,7 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
     for name, t in (("input", input), ("grid", grid)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"grid_sample(): expected {name} to be a torch.Tensor, got {type(t).__name__}")
-    if mode not in _INTERPOLATION:
+    if mode not in _MODES:
         raise ValueError(f"grid_sample(): mode must be 'bilinear', 'nearest' or 'bicubic', got {mode!r}")
     if padding_mode not in _PADDING:
         raise ValueError(
@@ -133,24 +131,24 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
 # Shapes for torch.compile. Outputs that were not requested are empty placeholders of shape (0,).
 
 @torch.library.register_fake("grid_encoder::grid_sample_forward")
-def _forward_fake(input, grid, interpolation, padding, align_corners):
+def _forward_fake(input, grid, mode, padding, align_corners):
     return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:-1]))
 
 
 @torch.library.register_fake("grid_encoder::grid_sample_backward")
-def _backward_fake(grad_output, input, grid, interpolation, padding, align_corners, output_mask):
+def _backward_fake(grad_output, input, grid, mode, padding, align_corners, output_mask):
     grad_input = torch.empty_like(input) if output_mask[0] else input.new_empty((0,))
     grad_grid = grid.new_empty(grid.shape) if output_mask[1] else grid.new_empty((0,))
     return grad_input, grad_grid
 
 
 @torch.library.register_fake("grid_encoder::grid_sample_tangent")
-def _tangent_fake(input_tangent, grid_tangent, input, grid, interpolation, padding, align_corners):
+def _tangent_fake(input_tangent, grid_tangent, input, grid, mode, padding, align_corners):
     return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:-1]))
 
 
 @torch.library.register_fake("grid_encoder::grid_sample_double_backward")
-def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation, padding,
+def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, grid, mode, padding,
                           align_corners, output_mask):
     d_grad_output = grad_output.new_empty(grad_output.shape) if output_mask[0] else input.new_empty((0,))
     d_input = torch.empty_like(input) if output_mask[1] else input.new_empty((0,))
@@ -165,13 +163,13 @@ def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, g
 _library = torch.library.Library("grid_encoder", "IMPL")
 
 
-def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_output, input, grid, interpolation,
+def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_output, input, grid, mode,
                               padding, align_corners, output_mask):
     tensors = (grad_grad_input, grad_grad_grid, grad_output, input, grid)
     if any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         raise RuntimeError("grid_encoder.grid_sample_double_backward: forward-mode AD of this operator is served "
                            "by grid_encoder.grid_sample(); call that instead of the operator on dual tensors")
-    settings = (interpolation, padding, align_corners)
+    settings = (mode, padding, align_corners)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         results = transforms.DoubleBackward.apply(*tensors, settings, tuple(output_mask))
         return tuple(r if r is not None else like.new_empty((0,)) for r, like in zip(results, (input, input, grid)))

@@ -31,8 +31,8 @@ _PADDING_NAMES = ("zeros", "border", "reflection")
 
 
 def _reference_settings(settings):
-    interpolation, padding, align_corners = settings
-    return _MODE_NAMES[interpolation], _PADDING_NAMES[padding], align_corners
+    mode, padding, align_corners = settings
+    return _MODE_NAMES[mode], _PADDING_NAMES[padding], align_corners
 
 
 def _add(a, b):
@@ -44,6 +44,13 @@ def _add(a, b):
 
 def _zeros_if_none(t, like):
     return torch.zeros_like(like) if t is None else t
+
+
+def _save(ctx, *tensors):
+    """Keeps a Function's tensors for its backward and its jvp; gradients nobody sends arrive as None."""
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+    ctx.set_materialize_grads(False)
 
 
 def _wanted(mask, results):
@@ -161,9 +168,7 @@ class Sample(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, grid, ctx.settings = inputs
-        ctx.save_for_backward(input, grid)
-        ctx.save_for_forward(input, grid)
-        ctx.set_materialize_grads(False)
+        _save(ctx, input, grid)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -194,9 +199,7 @@ class SampleBackward(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         grad_output, input, grid, ctx.settings, ctx.mask = inputs
-        ctx.save_for_backward(grad_output, input, grid)
-        ctx.save_for_forward(grad_output, input, grid)
-        ctx.set_materialize_grads(False)
+        _save(ctx, grad_output, input, grid)
 
     @staticmethod
     def backward(ctx, grad_grad_input, grad_grad_grid):
@@ -234,9 +237,7 @@ class DoubleBackward(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         *tensors, ctx.settings, ctx.mask = inputs
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
-        ctx.set_materialize_grads(False)
+        _save(ctx, *tensors)
 
     @staticmethod
     def _primals(ctx):
@@ -279,9 +280,7 @@ class Tangent(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         *tensors, ctx.settings = inputs
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
-        ctx.set_materialize_grads(False)
+        _save(ctx, *tensors)
 
     @staticmethod
     def backward(ctx, cotangent):

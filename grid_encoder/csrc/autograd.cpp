@@ -1,7 +1,7 @@
 // Autograd for the forward and backward operators, in C++ so that a training step pays no Python per operator:
 // forward -> backward -> double backward, each the derivative of the one before. The double backward's own
 // derivative (third and higher orders) is attached in Python, as the vector-Jacobian product of its pure-PyTorch
-// twin (grid_sample.py).
+// twin (grid_sample.py). torch.func and forward-mode AD take the Python Functions of transforms.py instead.
 //
 // Gradients nobody asked for are neither requested from the kernels nor computed: ctx->needs_input_grad asks the
 // running backward pass which inputs it will use, so torch.autograd.grad(output, grid, create_graph=True), the
@@ -15,46 +15,47 @@
 #include <optional>
 #include <tuple>
 
+#include "operators.h"
+
 namespace grid_encoder {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-/// The settings every operator takes after its tensors: interpolation, padding, align_corners.
+/// The settings every operator takes after its tensors: mode, padding, align_corners.
 struct Settings {
-  int64_t interpolation;
+  int64_t mode;
   int64_t padding;
   bool align_corners;
 
   void save(AutogradContext* ctx) const {
-    ctx->saved_data["interpolation"] = interpolation;
+    ctx->saved_data["mode"] = mode;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["align_corners"] = align_corners;
   }
   static Settings load(AutogradContext* ctx) {
-    return {ctx->saved_data["interpolation"].toInt(), ctx->saved_data["padding"].toInt(),
+    return {ctx->saved_data["mode"].toInt(), ctx->saved_data["padding"].toInt(),
             ctx->saved_data["align_corners"].toBool()};
   }
 };
 
-// The operators, called through the dispatcher: below autograd from a Function's forward, and with autograd from
-// a backward (so that create_graph=True records them).
+/// The operator `name` (declared in operators.h with type Signature), called through the dispatcher: below autograd
+/// from a Function's forward, and with autograd from a backward (so that create_graph=True records it).
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
 at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("grid_encoder::grid_sample_forward", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>();
-  return op.call(input, grid, s.interpolation, s.padding, s.align_corners);
+  static const auto op = typed_op<decltype(grid_sample_forward)>("grid_encoder::grid_sample_forward");
+  return op.call(input, grid, s.mode, s.padding, s.align_corners);
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output, const at::Tensor& input,
                                                const at::Tensor& grid, const Settings& s, std::array<bool, 2> mask) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("grid_encoder::grid_sample_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                                                    int64_t, bool, std::array<bool, 2>)>();
-  return op.call(grad_output, input, grid, s.interpolation, s.padding, s.align_corners, mask);
+  static const auto op = typed_op<decltype(grid_sample_backward)>("grid_encoder::grid_sample_backward");
+  return op.call(grad_output, input, grid, s.mode, s.padding, s.align_corners, mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> double_backward_op(
@@ -62,13 +63,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> double_backward_op(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& grid, const Settings& s,
     std::array<bool, 3> mask) {
   static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("grid_encoder::grid_sample_double_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool, std::array<bool, 3>)>();
-  return op.call(grad_grad_input, grad_grad_grid, grad_output, input, grid, s.interpolation, s.padding,
-                 s.align_corners, mask);
+      typed_op<decltype(grid_sample_double_backward)>("grid_encoder::grid_sample_double_backward");
+  return op.call(grad_grad_input, grad_grad_grid, grad_output, input, grid, s.mode, s.padding, s.align_corners,
+                 mask);
 }
 
 /// In a backward pass without create_graph nothing records the next operator, so the call may skip its autograd
@@ -89,8 +86,8 @@ at::Tensor if_wanted(bool wanted, const at::Tensor& t) { return wanted ? t : at:
 class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& grid,
-                            int64_t interpolation, int64_t padding, bool align_corners) {
-    const Settings settings{interpolation, padding, align_corners};
+                            int64_t mode, int64_t padding, bool align_corners) {
+    const Settings settings{mode, padding, align_corners};
     ctx->save_for_backward({input, grid});
     settings.save(ctx);
     ctx->set_materialize_grads(false);
@@ -112,9 +109,9 @@ class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
 class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& input,
-                               const at::Tensor& grid, int64_t interpolation, int64_t padding, bool align_corners,
+                               const at::Tensor& grid, int64_t mode, int64_t padding, bool align_corners,
                                std::array<bool, 2> output_mask) {
-    const Settings settings{interpolation, padding, align_corners};
+    const Settings settings{mode, padding, align_corners};
     ctx->save_for_backward({grad_output, input, grid});
     settings.save(ctx);
     ctx->saved_data["computed_grad_input"] = output_mask[0];
@@ -153,27 +150,27 @@ void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at:
   }
 }
 
-at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t interpolation,
+at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t mode,
                                         int64_t padding, bool align_corners) {
   refuse_dual_tensors("grid_encoder.grid_sample_forward", {input, grid});
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || grid.requires_grad())) {  // nothing to record
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(input, grid, Settings{interpolation, padding, align_corners});
+    return forward_op(input, grid, Settings{mode, padding, align_corners});
   }
-  return ForwardFunction::apply(input, grid, interpolation, padding, align_corners);
+  return ForwardFunction::apply(input, grid, mode, padding, align_corners);
 }
 
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tensor& grad_output,
                                                                  const at::Tensor& input, const at::Tensor& grid,
-                                                                 int64_t interpolation, int64_t padding,
+                                                                 int64_t mode, int64_t padding,
                                                                  bool align_corners, std::array<bool, 2> output_mask) {
   refuse_dual_tensors("grid_encoder.grid_sample_backward", {grad_output, input, grid});
   if (!at::GradMode::is_enabled()) {  // nothing to record
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return backward_op(grad_output, input, grid, Settings{interpolation, padding, align_corners}, output_mask);
+    return backward_op(grad_output, input, grid, Settings{mode, padding, align_corners}, output_mask);
   }
   const variable_list grads =
-      BackwardFunction::apply(grad_output, input, grid, interpolation, padding, align_corners, output_mask);
+      BackwardFunction::apply(grad_output, input, grid, mode, padding, align_corners, output_mask);
   return {grads[0], grads[1]};
 }
 
@@ -182,21 +179,20 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tenso
 /// rather than return a result without a gradient.
 at::Tensor grid_sample_tangent_autograd(const std::optional<at::Tensor>& input_tangent,
                                         const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
-                                        const at::Tensor& grid, int64_t interpolation, int64_t padding,
+                                        const at::Tensor& grid, int64_t mode, int64_t padding,
                                         bool align_corners) {
   constexpr const char* name = "grid_encoder.grid_sample_tangent";
   refuse_dual_tensors(name, {input_tangent, grid_tangent, input, grid});
   bool records = false;
-  for (const auto& t : {input_tangent, grid_tangent, std::optional<at::Tensor>(input), std::optional<at::Tensor>(grid)}) {
+  for (const std::optional<at::Tensor>& t : {input_tangent, grid_tangent, std::optional<at::Tensor>(input),
+                                            std::optional<at::Tensor>(grid)}) {
     records = records || (t.has_value() && t->defined() && t->requires_grad());
   }
   TORCH_CHECK(!(records && at::GradMode::is_enabled()), name, ": this operator is not differentiable by itself; "
               "differentiate grid_encoder.grid_sample() under forward-mode AD instead");
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("grid_encoder::grid_sample_tangent", "")
-                             .typed<decltype(grid_sample_tangent_autograd)>();
-  return op.call(input_tangent, grid_tangent, input, grid, interpolation, padding, align_corners);
+  static const auto op = typed_op<decltype(grid_sample_tangent)>("grid_encoder::grid_sample_tangent");
+  return op.call(input_tangent, grid_tangent, input, grid, mode, padding, align_corners);
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
-// CUDA loops around the per-point math of sample_math.h. Point-wise outputs (output, grad_grid, d grad_output,
-// d grid) take one sample per thread, or per `lanes` neighbouring threads of a warp that split its channel
-// blocks (see lanes_per_point) and sum their shares of the grid derivatives with shuffles. Input-shaped
-// gradients take the binned scatter (binned_scatter): no float atomics.
+// The CUDA launchers of the phases in problem.h, with their kernels: loops around the per-point work of
+// point_work.h. Point-wise outputs (output, grad_grid, d_grad_output, d_grid) take one sample per thread, or per
+// `lanes` neighbouring threads of a warp that split its channel blocks (see lanes_per_point) and sum their shares
+// of the grid derivatives with shuffles. Input-shaped gradients take the binned scatter (binned_scatter): no float
+// atomics.
 //
-// forward_cuda<scalar_t, kDims> and friends are defined here and instantiated in cuda/*.cu, one file per
-// operator, dimensionality and dtype, so that ninja compiles them in parallel.
+// Phase::cuda<scalar_t, kDims> is defined here and instantiated in instantiations/*.cu, one file per operator,
+// dimensionality and dtype, so that ninja compiles them in parallel.
 #pragma once
 
 #include <ATen/Context.h>
@@ -18,7 +19,7 @@
 
 #include <algorithm>
 
-#include "kernels.h"
+#include "problem.h"
 
 namespace grid_encoder {
 namespace {
@@ -26,9 +27,16 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // beyond this, threads loop (grid-stride)
 
-#define GRID_ENCODER_FOR_EACH_SAMPLE(a, point)                                                        \
-  for (int64_t point = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; point < a.batch * a.points;   \
-       point += int64_t(gridDim.x) * blockDim.x)
+/// Calls body(item) for every item in [0, items), spread over the launch's threads (grid-stride: a thread takes
+/// every (blocks * threads)-th item, so that any launch size covers every item).
+template <typename F>
+__device__ inline void for_each_item(int64_t items, const F& body) {
+#pragma unroll 1
+  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items;
+       item += int64_t(gridDim.x) * blockDim.x) {
+    body(item);
+  }
+}
 
 /// Threads per sample: with at most 8 taps (bilinear, trilinear, nearest), one per channel block, rounded up to a
 /// power of two, at most a warp (lanes then take every lanes-th block). Neighbouring lanes read neighbouring
@@ -57,14 +65,11 @@ struct Lane {
 template <typename Args, typename F>
 __device__ inline void for_each_lane(const Args& a, int lanes, const F& body) {
   const int64_t samples = a.batch * a.points;
-  const int64_t items = (samples * lanes + 31) / 32 * 32;
-#pragma unroll 1
-  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items;
-       item += int64_t(gridDim.x) * blockDim.x) {
+  for_each_item((samples * lanes + 31) / 32 * 32, [&](int64_t item) {
     const int64_t point = item / lanes;
-    const int lane = static_cast<int>(item % lanes);
-    body(Lane{point, ChannelSpan{lane * kChannelBlock, a.channels, lanes * kChannelBlock}, point < samples});
-  }
+    const int index = static_cast<int>(item % lanes);
+    body(Lane{point, ChannelSpan{index * kChannelBlock, a.channels, lanes * kChannelBlock}, point < samples});
+  });
 }
 
 /// value[e] = the sum of value[e] over the `lanes` lanes of a sample (every lane of the warp must call this).
@@ -81,38 +86,39 @@ __device__ inline void sum_over_lanes(T (&value)[kDims], int lanes) {
 /// sampling fits (185 registers), and these latency-bound gathers starve for warps; with 64 registers 2-D
 /// sampling does not spill, trilinear needs 80 (3 blocks). Bicubic's 16 or 64 taps keep their registers: fewer
 /// spill.
-template <Interp I, int kDims>
-constexpr int kMinBlocks = I == Interp::Bicubic ? 1 : kDims == 3 ? 3 : 4;
+template <Mode M, int kDims>
+constexpr int kMinBlocks = M == Mode::Bicubic ? 1 : kDims == 3 ? 3 : 4;
 
 // args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<I, kDims>) forward_kernel(const Args args, int lanes) {
-  for_each_lane(args, lanes, [&](Lane l) {
-    if (l.active) forward_point<scalar_t, I, P, kDims>(args, l.point, l.span);
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<M, kDims>) forward_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane lane) {
+    if (lane.active) forward_point<scalar_t, M, P, kDims>(args, lane.point, lane.span);
   });
 }
 
 // args: grad_output [N, C, P]; writes grad_grid [N, P, dims]
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<I, kDims>) backward_grid_kernel(const Args args, int lanes) {
-  for_each_lane(args, lanes, [&](Lane l) {
-    opmath_t<scalar_t> dgrid[kDims] = {};
-    if (l.active) backward_grid_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
-    sum_over_lanes(dgrid, lanes);
-    if (l.active && l.first()) store_grid_values(args.grad_grid, l.point, dgrid);
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<M, kDims>) grad_grid_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane lane) {
+    opmath_t<scalar_t> grad_grid[kDims] = {};
+    if (lane.active) grad_grid_point<scalar_t, M, P, kDims>(args, lane.point, lane.span, grad_grid);
+    sum_over_lanes(grad_grid, lanes);
+    if (lane.active && lane.first()) store_grid_values(args.grad_grid, lane.point, grad_grid);
   });
 }
 
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
-// d grad_output [N, C, P] and d grid [N, P, dims]
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<I, kDims> + 1) / 2) double_backward_kernel(const Args args, int lanes) {
-  for_each_lane(args, lanes, [&](Lane l) {
-    opmath_t<scalar_t> dgrid[kDims] = {};
-    if (l.active) double_backward_point<scalar_t, I, P, kDims>(args, l.point, l.span, dgrid);
-    if (args.grid_grad_out != nullptr) {
-      sum_over_lanes(dgrid, lanes);
-      if (l.active && l.first()) store_grid_values(args.grid_grad_out, l.point, dgrid);
+// d_grad_output [N, C, P] and d_grid [N, P, dims]
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<M, kDims> + 1) / 2)
+    double_backward_kernel(const Args args, int lanes) {
+  for_each_lane(args, lanes, [&](Lane lane) {
+    opmath_t<scalar_t> d_grid[kDims] = {};
+    if (lane.active) double_backward_point<scalar_t, M, P, kDims>(args, lane.point, lane.span, d_grid);
+    if (args.d_grid != nullptr) {
+      sum_over_lanes(d_grid, lanes);
+      if (lane.active && lane.first()) store_grid_values(args.d_grid, lane.point, d_grid);
     }
   });
 }
@@ -130,7 +136,7 @@ void launch_items(int64_t items, c10::DeviceIndex device, Kernel kernel, const A
 
 /// Launches kernel(args...) with one thread per (n, p) sample.
 template <typename Kernel, typename... Args>
-void launch(const Problem& pb, Kernel kernel, const Args&... args) {
+void launch_per_sample(const Problem& pb, Kernel kernel, const Args&... args) {
   launch_items(pb.sample_count(), pb.input.get_device(), kernel, args...);
 }
 
@@ -183,26 +189,26 @@ __device__ inline void store_block(scalar_t* target, int64_t stride_c, int count
 /// `points` ([N * P, C], point-major: reads of neighbouring points and writes of neighbouring channels both fill
 /// whole sectors); the first lane writes the coefficients of the sample's taps and counts them per position (and
 /// keeps their positions where `position` is given).
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads)
-    scatter_pairs_kernel(const Args args, int lanes, bool along_grid, int64_t* position,
+    scatter_pairs_kernel(const Args args, int lanes, Coefficients coefficients, int64_t* position,
                          opmath_t<scalar_t>* coefficient, int* count, scalar_t* points, bool point_words) {
-  using Taps = PointTaps<opmath_t<scalar_t>, I, P, kDims>;
-  for_each_lane(args, lanes, [&](Lane l) {
-    if (!l.active) return;
-    const int64_t n = l.point / args.points, p = l.point % args.points;
-    for_each_block(l.span, [&](ChannelBlock b) {
+  using Taps = PointTaps<opmath_t<scalar_t>, M, P, kDims>;
+  for_each_lane(args, lanes, [&](Lane lane) {
+    if (!lane.active) return;
+    const int64_t n = lane.point / args.points, p = lane.point % args.points;
+    for_each_block(lane.span, [&](ChannelBlock b) {
       scalar_t go[kChannelBlock];
       load_points_block(args.grad_output, args, n, p, b, go);
-      store_block(points + l.point * args.channels + b.first, 1, b.count, point_words, go);
+      store_block(points + lane.point * args.channels + b.first, 1, b.count, point_words, go);
     });
-    if (!l.first()) return;
-    const Taps taps = point_taps<scalar_t, I, P, kDims>(args, l.point);
+    if (!lane.first()) return;
+    const Taps taps = point_taps<scalar_t, M, P, kDims>(args, lane.point);
     opmath_t<scalar_t> coef[Taps::kTaps];
-    scatter_coefficients<kDims>(args, l.point, taps, along_grid, coef);
+    scatter_coefficients<kDims>(args, lane.point, taps, coefficients, coef);
 #pragma unroll(unroll_taps(Taps::kTaps))
     for (int k = 0; k < Taps::kTaps; ++k) {
-      const int64_t pair = l.point * Taps::kTaps + k, q = tap_position<kDims>(args, l.point, taps, k);
+      const int64_t pair = lane.point * Taps::kTaps + k, q = tap_position<kDims>(args, lane.point, taps, k);
       coefficient[pair] = coef[k];
       if (position != nullptr) position[pair] = q;
       if (q != kNoPosition) atomicAdd(count + q, 1);
@@ -213,18 +219,18 @@ __global__ void __launch_bounds__(kThreads)
 /// list[the next free slot of its position's range] = pair (sample * taps + tap), for every tap inside; one thread
 /// per sample (one per pair, recomputing the sample's taps each, measured 1.6x slower). end[q]: one past the range
 /// of position q; count[q] (the number of pairs of q) counts down to 0 as they are filed.
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
 __global__ void __launch_bounds__(kThreads) file_pairs_kernel(const Args args, const int64_t* end, int* count,
                                                               int64_t* list) {
-  using Taps = PointTaps<opmath_t<scalar_t>, I, P, kDims>;
-  GRID_ENCODER_FOR_EACH_SAMPLE(args, point) {
-    const Taps taps = point_taps<scalar_t, I, P, kDims>(args, point);
+  using Taps = PointTaps<opmath_t<scalar_t>, M, P, kDims>;
+  for_each_item(args.batch * args.points, [&](int64_t point) {
+    const Taps taps = point_taps<scalar_t, M, P, kDims>(args, point);
 #pragma unroll(unroll_taps(Taps::kTaps))
     for (int k = 0; k < Taps::kTaps; ++k) {
       const int64_t q = tap_position<kDims>(args, point, taps, k);
       if (q != kNoPosition) list[end[q] - atomicSub(count + q, 1)] = point * Taps::kTaps + k;
     }
-  }
+  });
 }
 
 /// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
@@ -237,8 +243,7 @@ __global__ void __launch_bounds__(kThreads)
                        const int64_t* end, const int64_t* list, const opmath_t<scalar_t>* coefficient,
                        const scalar_t* grad_output_points, bool point_words) {
   using acc_t = opmath_t<scalar_t>;
-  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < positions * lanes;
-       item += int64_t(gridDim.x) * blockDim.x) {
+  for_each_item(positions * lanes, [&](int64_t item) {
     const int64_t q = item / lanes;
     const int lane = static_cast<int>(item % lanes);
     const int64_t first = q == 0 ? 0 : end[q - 1], stop = end[q];
@@ -261,16 +266,16 @@ __global__ void __launch_bounds__(kThreads)
       }
       store_block(target.plane(n, b.first) + offset, target.stride_c, b.count, target.channel_words, sum);
     });
-  }
+  });
 }
 
-/// Writes the backward's scatter (along_grid false: into args.grad_input) or the double backward's (true: into
-/// args.input_grad_out), binned as above.
-template <typename scalar_t, Interp I, Padding P, int kDims, typename Args>
-void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
+/// Writes the backward's scatter (Coefficients::Weights: into args.grad_input) or the double backward's
+/// (Coefficients::AlongGradGradGrid: into args.d_input), binned as above.
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+void binned_scatter(const Problem& pb, const Args& args, Coefficients coefficients) {
   using acc_t = opmath_t<scalar_t>;
-  constexpr int kTaps = PointTaps<acc_t, I, P, kDims>::kTaps;
-  const auto& target = along_grid ? args.input_grad_out : args.grad_input;
+  constexpr int kTaps = PointTaps<acc_t, M, P, kDims>::kTaps;
+  const auto& target = coefficients == Coefficients::Weights ? args.grad_input : args.d_input;
   const int64_t pairs = pb.sample_count() * kTaps;
   int64_t positions = pb.batch();
   for (int e = 0; e < kDims; ++e) positions *= args.size[e];
@@ -284,7 +289,7 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
   const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
   const bool point_words = rows_are_whole_words(channels, grad_output_points);
   scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
-  launch_lanes<1>(pb, scatter_pairs_kernel<scalar_t, I, P, kDims, Args>, args, along_grid,
+  launch_lanes<1>(pb, scatter_pairs_kernel<scalar_t, M, P, kDims, Args>, args, coefficients,
                   deterministic ? position.data_ptr<int64_t>() : nullptr, coefficient.data_ptr<acc_t>(),
                   count.data_ptr<int>(), points, point_words);
   const at::Tensor end = at::cumsum(count, 0, at::kLong);
@@ -294,8 +299,8 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
     position.reset();  // not needed by the sums
   } else {
     list = at::empty({pairs}, options.dtype(at::kLong));
-    launch(pb, file_pairs_kernel<scalar_t, I, P, kDims, Args>, args, end.data_ptr<int64_t>(), count.data_ptr<int>(),
-           list.data_ptr<int64_t>());
+    launch_per_sample(pb, file_pairs_kernel<scalar_t, M, P, kDims, Args>, args, end.data_ptr<int64_t>(),
+                      count.data_ptr<int>(), list.data_ptr<int64_t>());
   }
   const int lanes = lanes_per_point(channels, 1);
   launch_items(positions * lanes, device, binned_sums_kernel<scalar_t, kDims, Args>, args, target, positions,
@@ -303,41 +308,43 @@ void binned_scatter(const Problem& pb, const Args& args, bool along_grid) {
                points, point_words);
 }
 
-/// Runs the statement with I, P, kTaps (taps per sample) and args bound to the call's settings.
-#define GRID_ENCODER_CUDA_DISPATCH(pb, ...)                                                          \
-  dispatch_interp<kDims>(pb, [&](auto interp_tag, auto padding_tag, auto) {                         \
-    constexpr Interp I = decltype(interp_tag)::value;                                                 \
-    constexpr Padding P = decltype(padding_tag)::value;                                               \
-    constexpr int kTaps = PointTaps<float, I, P, kDims>::kTaps;                                       \
-    const auto args = make_args<scalar_t, kDims>(pb);                                                 \
-    using Args = SampleArgs<scalar_t, kDims>;                                                         \
-    __VA_ARGS__                                                                                       \
-  })
-
 }  // namespace
 
 template <typename scalar_t, int kDims>
-void forward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, {
-    launch_lanes<kTaps>(pb, forward_kernel<scalar_t, I, P, kDims, Args>, args);
+void SampleOutput::cuda(const Problem& pb) {
+  dispatch_sampler<kDims>(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    using Args = SampleArgs<scalar_t, kDims>;
+    launch_lanes<S::kTaps>(pb, forward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                           make_args<scalar_t, kDims>(pb));
   });
 }
 
 template <typename scalar_t, int kDims>
-void backward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, {
-    if (args.grad_grid != nullptr) launch_lanes<kTaps>(pb, backward_grid_kernel<scalar_t, I, P, kDims, Args>, args);
-    if (args.grad_input.data != nullptr) binned_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/false);
+void GradGrid::cuda(const Problem& pb) {
+  dispatch_sampler<kDims>(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    using Args = SampleArgs<scalar_t, kDims>;
+    launch_lanes<S::kTaps>(pb, grad_grid_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                           make_args<scalar_t, kDims>(pb));
   });
 }
 
 template <typename scalar_t, int kDims>
-void double_backward_cuda(const Problem& pb) {
-  GRID_ENCODER_CUDA_DISPATCH(pb, {
-    if (args.grad_grad_output_out.data != nullptr || args.grid_grad_out != nullptr) {
-      launch_lanes<kTaps>(pb, double_backward_kernel<scalar_t, I, P, kDims, Args>, args);
-    }
-    if (args.input_grad_out.data != nullptr) binned_scatter<scalar_t, I, P, kDims>(pb, args, /*along_grid=*/true);
+void DoubleBackwardPoints::cuda(const Problem& pb) {
+  dispatch_sampler<kDims>(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    using Args = SampleArgs<scalar_t, kDims>;
+    launch_lanes<S::kTaps>(pb, double_backward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                           make_args<scalar_t, kDims>(pb));
+  });
+}
+
+template <typename scalar_t, int kDims>
+void ScatterIntoInput::cuda(const Problem& pb, Coefficients coefficients) {
+  dispatch_sampler<kDims>(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    binned_scatter<scalar_t, S::kMode, S::kPadding, kDims>(pb, make_args<scalar_t, kDims>(pb), coefficients);
   });
 }
 

@@ -1,7 +1,7 @@
-// The channels-last working copy of an input-like tensor (see working_copy in grid_sample.cpp). One thread per
+// The channels-last working copy of an input-like tensor (see working_copy in operators.cpp). One thread per
 // (n, position) reads the position's channels, each load coalesced along a warp's neighbouring positions, and
 // writes them as one contiguous run, in 16-byte words where the channel count allows.
-#include "../kernels_cuda.cuh"
+#include "kernels_cuda.cuh"
 
 namespace grid_encoder {
 namespace {
@@ -11,15 +11,14 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) channels_last_copy_kernel(const scalar_t* in, scalar_t* out,
                                                                       int64_t channels, int64_t spatial,
                                                                       int64_t items, bool channel_words) {
-  for (int64_t item = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; item < items;
-       item += int64_t(gridDim.x) * blockDim.x) {
+  for_each_item(items, [&](int64_t item) {
     const scalar_t* from = in + (item / spatial) * channels * spatial + item % spatial;
     for_each_block(channel_range(0, channels), [&](ChannelBlock b) {
       scalar_t values[kChannelBlock];
       load_block(from + b.first * spatial, spatial, b.count, /*channel_words=*/false, values);
       store_block(out + item * channels + b.first, 1, b.count, channel_words, values);
     });
-  }
+  });
 }
 
 }  // namespace

@@ -1,0 +1,253 @@
+// The grid_encoder operators (declared in operators.h): argument checks, output allocation, and the phases
+// (problem.h) each runs, by name. Their autograd is in autograd.cpp, grid_sample.py and transforms.py.
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "operators.h"
+#include "problem.h"
+
+namespace grid_encoder {
+namespace {
+
+// Python validates first and raises friendlier errors; these checks keep the C++ entry points safe
+// on their own (the Python checks vanish under python -O, and the ops can be called directly).
+void check_sampler(const char* op, const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding) {
+  TORCH_CHECK(mode >= 0 && mode <= 2, op,
+              ": mode must be 0 (bilinear), 1 (nearest) or 2 (bicubic), got ", mode);
+  TORCH_CHECK(padding >= 0 && padding <= 2, op, ": padding must be 0 (zeros), 1 (border) or 2 (reflection), got ",
+              padding);
+  TORCH_CHECK(input.dim() == 4 || input.dim() == 5, op,
+              ": expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape ", input.sizes());
+  TORCH_CHECK(grid.dim() == input.dim() && grid.size(-1) == input.dim() - 2, op, ": expected grid of shape ",
+              input.dim() == 4 ? "(N, Ho, Wo, 2)" : "(N, Do, Ho, Wo, 3)", " for input of shape ", input.sizes(),
+              ", got ", grid.sizes());
+  TORCH_CHECK(grid.size(0) == input.size(0), op, ": expected grid and input to have the same batch size, got ",
+              grid.size(0), " and ", input.size(0));
+  for (int64_t d = 2; d < input.dim(); ++d) {
+    TORCH_CHECK(input.size(d) > 0, op, ": expected input to have non-empty spatial dimensions, got shape ",
+                input.sizes());
+  }
+  TORCH_CHECK(input.device() == grid.device(), op, ": expected input and grid on the same device, got ",
+              input.device(), " and ", grid.device());
+  TORCH_CHECK(input.scalar_type() == grid.scalar_type(), op, ": expected input and grid of the same dtype, got ",
+              input.scalar_type(), " and ", grid.scalar_type());
+  const auto dtype = input.scalar_type();
+  const bool reduced = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (reduced && input.is_cuda()), op,
+              ": expected float32 or float64 tensors (float16 and bfloat16 on CUDA), got ", dtype, " on ",
+              input.device());
+  TORCH_CHECK(input.is_cpu() || input.is_cuda(), op, ": expected CPU or CUDA tensors, got ", input.device());
+#ifndef GRID_ENCODER_WITH_CUDA
+  TORCH_CHECK(!input.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without "
+              "a visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
+#endif
+}
+
+/// Checks that t (named `what`) has shape `shape` and the dtype and device of `like`.
+void check_like(const char* op, const char* what, const at::Tensor& t, at::IntArrayRef shape, const at::Tensor& like) {
+  TORCH_CHECK(t.sizes() == shape, op, ": expected ", what, " of shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.device() == like.device(), op, ": expected ", what,
+              " of dtype ", like.scalar_type(), " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
+}
+
+std::vector<int64_t> output_shape(const at::Tensor& input, const at::Tensor& grid) {
+  std::vector<int64_t> shape{input.size(0), input.size(1)};
+  for (int64_t d = 1; d < grid.dim() - 1; ++d) shape.push_back(grid.size(d));
+  return shape;
+}
+
+/// An input-shaped tensor in the layout the kernels read it in. On CUDA with several channels that is
+/// channels-last: each tap of a point is then a contiguous run of channels (see kChannelBlock in point_work.h),
+/// where channels-first data puts every channel in a separate cache sector. The CPU reads tensors as they come.
+at::Tensor working_copy(const at::Tensor& t) {
+#ifdef GRID_ENCODER_WITH_CUDA
+  if (t.is_cuda() && t.size(1) >= 4) {
+    return channels_last_copy_cuda(t, t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
+  }
+#endif
+  return t;
+}
+
+/// The call's problem. `reads_input`: whether the kernels will read input (else it only gives shapes).
+Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+                     bool align_corners, bool reads_input) {
+  Problem pb;
+  pb.mode = static_cast<Mode>(mode);
+  pb.padding = static_cast<Padding>(padding);
+  pb.align_corners = align_corners;
+  pb.input = reads_input ? working_copy(input) : input;
+  pb.grid = grid.contiguous();
+  return pb;
+}
+
+/// The problem of a scatter into an input-shaped target: the scatter reads the grid, grad_output and, along
+/// grad_grad_grid, that; not the input's working copy, which the caller's problem holds until it is dropped.
+Problem scatter_problem(const Problem& pb, const at::Tensor& input, const at::Tensor& target,
+                        Coefficients coefficients) {
+  Problem scatter;
+  scatter.mode = pb.mode;
+  scatter.padding = pb.padding;
+  scatter.align_corners = pb.align_corners;
+  scatter.input = input;  // shapes only
+  scatter.grid = pb.grid;
+  scatter.grad_output = pb.grad_output;
+  if (coefficients == Coefficients::Weights) {
+    scatter.grad_input = target;
+  } else {
+    scatter.grad_grad_grid = pb.grad_grad_grid;
+    scatter.d_input = target;
+  }
+  return scatter;
+}
+
+/// The tensor an input-shaped gradient is written into (see Problem): the CPU kernels add into zeros, the CUDA
+/// binned scatter writes every element.
+at::Tensor scatter_target(const at::Tensor& input) {
+  return input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
+}
+
+/// The placeholder returned for an output that was not requested.
+at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+bool is_nearest(int64_t mode) { return mode == static_cast<int64_t>(Mode::Nearest); }
+
+}  // namespace
+
+at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+                               bool align_corners) {
+  constexpr const char* op = "grid_encoder.grid_sample_forward";
+  check_sampler(op, input, grid, mode, padding);
+  const c10::DeviceGuard guard(input.device());
+  Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/true);
+  pb.output = at::empty(output_shape(input, grid), input.options());
+  launch<SampleOutput>(pb);
+  return pb.output;
+}
+
+std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                        const at::Tensor& grid, int64_t mode, int64_t padding,
+                                                        bool align_corners, std::array<bool, 2> output_mask) {
+  constexpr const char* op = "grid_encoder.grid_sample_backward";
+  check_sampler(op, input, grid, mode, padding);
+  check_like(op, "grad_output", grad_output, output_shape(input, grid), input);
+  const c10::DeviceGuard guard(input.device());
+  const bool computes_grad_grid = output_mask[1] && !is_nearest(mode);  // nearest is piecewise constant
+  Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/computes_grad_grid);
+  pb.grad_output = grad_output.contiguous();
+  at::Tensor grad_grid = not_requested(grid);
+  if (computes_grad_grid) {
+    grad_grid = pb.grad_grid = at::empty_like(pb.grid);
+    launch<GradGrid>(pb);
+  } else if (output_mask[1]) {
+    grad_grid = at::zeros_like(pb.grid);
+  }
+  at::Tensor grad_input = not_requested(input);
+  if (output_mask[0]) {
+    grad_input = scatter_target(input);
+    const Problem scatter = scatter_problem(pb, input, grad_input, Coefficients::Weights);
+    pb = Problem();  // frees the working copy before the scatter allocates
+    launch<ScatterIntoInput>(scatter, Coefficients::Weights);
+  }
+  return {grad_input, grad_grid};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
+    const std::optional<at::Tensor>& grad_grad_input, const std::optional<at::Tensor>& grad_grad_grid,
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+    bool align_corners, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "grid_encoder.grid_sample_double_backward";
+  check_sampler(op, input, grid, mode, padding);
+  check_like(op, "grad_output", grad_output, output_shape(input, grid), input);
+  const bool has_ggi = grad_grad_input.has_value() && grad_grad_input->defined();
+  const bool has_ggg = grad_grad_grid.has_value() && grad_grad_grid->defined();
+  if (has_ggi) check_like(op, "grad_grad_input", *grad_grad_input, input.sizes(), input);
+  if (has_ggg) check_like(op, "grad_grad_grid", *grad_grad_grid, grid.sizes(), input);
+  const c10::DeviceGuard guard(input.device());
+
+  // Which terms can be non-zero (see double_backward_point): nearest has no grid derivatives at all.
+  const bool grid_terms = !is_nearest(mode) && has_ggg;
+  const bool computes_d_grad_output = output_mask[0] && (has_ggi || grid_terms);
+  const bool computes_d_grid = output_mask[2] && !is_nearest(mode) && (has_ggi || has_ggg);
+  const bool computes_d_input = output_mask[1] && grid_terms;
+  // Only the grid terms of d_grad_output and d_grid read the input.
+  const bool reads_input = grid_terms && (computes_d_grad_output || computes_d_grid);
+
+  Problem pb = make_problem(input, grid, mode, padding, align_corners, reads_input);
+  pb.grad_output = grad_output.contiguous();
+  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input);
+  if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
+
+  at::Tensor d_grad_output = not_requested(input), d_input = not_requested(input), d_grid = not_requested(grid);
+  if (computes_d_grad_output) pb.d_grad_output = d_grad_output = at::empty_like(pb.grad_output);
+  else if (output_mask[0]) d_grad_output = at::zeros_like(pb.grad_output);
+  if (computes_d_grid) pb.d_grid = d_grid = at::empty_like(pb.grid);
+  else if (output_mask[2]) d_grid = at::zeros_like(pb.grid);
+  if (computes_d_grad_output || computes_d_grid) launch<DoubleBackwardPoints>(pb);
+
+  if (computes_d_input) {
+    d_input = scatter_target(input);
+    const Problem scatter = scatter_problem(pb, input, d_input, Coefficients::AlongGradGradGrid);
+    pb = Problem();  // frees the working copies before the scatter allocates
+    launch<ScatterIntoInput>(scatter, Coefficients::AlongGradGradGrid);
+  } else if (output_mask[1]) {
+    d_input = at::zeros_like(input);
+  }
+  return {d_grad_output, d_input, d_grid};
+}
+
+at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
+                               const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
+                               const at::Tensor& grid, int64_t mode, int64_t padding, bool align_corners) {
+  constexpr const char* op = "grid_encoder.grid_sample_tangent";
+  check_sampler(op, input, grid, mode, padding);
+  const bool has_input_tangent = input_tangent.has_value() && input_tangent->defined();
+  const bool has_grid_tangent = grid_tangent.has_value() && grid_tangent->defined();
+  if (has_input_tangent) check_like(op, "input_tangent", *input_tangent, input.sizes(), input);
+  if (has_grid_tangent) check_like(op, "grid_tangent", *grid_tangent, grid.sizes(), input);
+  const c10::DeviceGuard guard(input.device());
+  // The output's tangent is the double backward's d_grad_output with grad_grad_input = input_tangent and
+  // grad_grad_grid = grid_tangent: sum_k W_k tI_k + sum_k (sum_e dW_k/dg_e tG_e) V_k.
+  const bool grid_terms = has_grid_tangent && !is_nearest(mode);
+  if (!has_input_tangent && !grid_terms) return at::zeros(output_shape(input, grid), input.options());
+  Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/grid_terms);
+  if (has_input_tangent) pb.grad_grad_input = working_copy(*input_tangent);
+  if (grid_terms) pb.grad_grad_grid = grid_tangent->contiguous();
+  pb.d_grad_output = at::empty(output_shape(input, grid), input.options());
+  launch<DoubleBackwardPoints>(pb);
+  return pb.d_grad_output;
+}
+
+TORCH_LIBRARY(grid_encoder, m) {
+  m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners) -> Tensor");
+  m.def("grid_sample_backward(Tensor grad_output, Tensor input, Tensor grid, int mode, int padding, "
+        "bool align_corners, bool[2] output_mask) -> (Tensor, Tensor)");
+  m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "
+        "Tensor input, Tensor grid, int mode, int padding, bool align_corners, bool[3] output_mask) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("grid_sample_tangent(Tensor? input_tangent, Tensor? grid_tangent, Tensor input, Tensor grid, int mode, "
+        "int padding, bool align_corners) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
+  m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_backward", &grid_sample_backward);
+  m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+  m.impl("grid_sample_tangent", &grid_sample_tangent);
+}
+
+#ifdef GRID_ENCODER_WITH_CUDA
+TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
+  m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_backward", &grid_sample_backward);
+  m.impl("grid_sample_double_backward", &grid_sample_double_backward);
+  m.impl("grid_sample_tangent", &grid_sample_tangent);
+}
+#endif
+
+}  // namespace grid_encoder

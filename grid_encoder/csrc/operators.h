@@ -1,0 +1,36 @@
+// The grid_encoder operators, declared once: operators.cpp defines them and registers them with TORCH_LIBRARY
+// (whose schema strings must match these signatures), and autograd.cpp calls them through the dispatcher with
+// these types. `mode`: 0 bilinear, 1 nearest, 2 bicubic; `padding`: 0 zeros, 1 border, 2 reflection (as torch).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace grid_encoder {
+
+/// output = F(input, grid): [N, C, (Do,) Ho, Wo].
+at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+                               bool align_corners);
+
+/// (grad_input, grad_grid), each only where output_mask asks for it (else an empty placeholder).
+std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                        const at::Tensor& grid, int64_t mode, int64_t padding,
+                                                        bool align_corners, std::array<bool, 2> output_mask);
+
+/// (d_grad_output, d_input, d_grid): the vector-Jacobian product of the backward with (grad_grad_input,
+/// grad_grad_grid), each only where output_mask asks for it.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
+    const std::optional<at::Tensor>& grad_grad_input, const std::optional<at::Tensor>& grad_grad_grid,
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+    bool align_corners, std::array<bool, 3> output_mask);
+
+/// The output's tangent along (input_tangent, grid_tangent), either of which may be absent (zero).
+at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
+                               const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
+                               const at::Tensor& grid, int64_t mode, int64_t padding, bool align_corners);
+
+}  // namespace grid_encoder

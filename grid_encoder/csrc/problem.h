@@ -1,0 +1,189 @@
+// The hand-off from the operators (operators.cpp) to the kernels: the tensors of one call (Problem), the phases
+// the operators run on them, each a CPU and a CUDA launcher called by name (launch<Phase>), and the conversion of
+// run-time settings and tensors into the template parameters and raw views of point_work.h.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "point_work.h"
+
+namespace grid_encoder {
+
+/// The tensors of one operator call. Undefined tensors are absent (not given, or not requested). The scatter
+/// targets (grad_input, d_input) are shaped, typed and laid out like at::empty_like(input): zero-filled on the
+/// CPU, whose kernels add into them; uninitialized on CUDA, where the binned scatter writes every element.
+struct Problem {
+  Mode mode = Mode::Bilinear;
+  Padding padding = Padding::Zeros;
+  bool align_corners = true;
+  at::Tensor input;            // [N, C, (D,) H, W], any strides (CUDA: the working copy the kernels read)
+  at::Tensor grid;             // [N, (Do,) Ho, Wo, dims], contiguous; dims = 2 or 3
+  at::Tensor output;           // [N, C, (Do,) Ho, Wo], contiguous (forward)
+  at::Tensor grad_output;      // like output, contiguous (backward, double backward)
+  at::Tensor grad_input;       // like input (backward)
+  at::Tensor grad_grid;        // like grid (backward)
+  at::Tensor grad_grad_input;  // like input, any strides (double backward; the tangent: input_tangent)
+  at::Tensor grad_grad_grid;   // like grid, contiguous (double backward; the tangent: grid_tangent)
+  at::Tensor d_grad_output;    // like grad_output (double backward; the tangent: the output's tangent)
+  at::Tensor d_input;          // like input (double backward)
+  at::Tensor d_grid;           // like grid (double backward)
+
+  int64_t dims() const { return grid.size(-1); }
+  int64_t batch() const { return input.size(0); }
+  int64_t channels() const { return input.size(1); }
+  int64_t points() const {  // output points per batch item: (Do *) Ho * Wo
+    int64_t count = 1;
+    for (int64_t d = 1; d < grid.dim() - 1; ++d) count *= grid.size(d);
+    return count;
+  }
+  int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
+};
+
+// The phases of the operators. Each has a CPU launcher (kernels_cpu.cpp) and a CUDA launcher per dtype and
+// dimensionality (kernels_cuda.cuh, instantiated in instantiations/); launch<Phase>(problem) runs the one for the
+// problem's device.
+
+/// output = sum_k W_k V_k.
+struct SampleOutput {
+  static void cpu(const Problem& pb);
+  template <typename scalar_t, int kDims>
+  static void cuda(const Problem& pb);
+};
+
+/// grad_grid = sum_k dW_k/dg sum_c grad_output V_k.
+struct GradGrid {
+  static void cpu(const Problem& pb);
+  template <typename scalar_t, int kDims>
+  static void cuda(const Problem& pb);
+};
+
+/// The double backward's point-wise results, whichever of d_grad_output and d_grid is defined (see
+/// double_backward_point). With only d_grad_output, it is the output's tangent along (grad_grad_input,
+/// grad_grad_grid).
+struct DoubleBackwardPoints {
+  static void cpu(const Problem& pb);
+  template <typename scalar_t, int kDims>
+  static void cuda(const Problem& pb);
+};
+
+/// grad_input (Coefficients::Weights) or d_input (Coefficients::AlongGradGradGrid): for every tap k of every
+/// point, target[n, c, tap k] += coefficient_k * grad_output[n, c, p].
+struct ScatterIntoInput {
+  static void cpu(const Problem& pb, Coefficients coefficients);
+  template <typename scalar_t, int kDims>
+  static void cuda(const Problem& pb, Coefficients coefficients);
+};
+
+#ifdef GRID_ENCODER_WITH_CUDA
+/// t in `format` (channels-last): t itself if it is already laid out so, else a copy (channels_last.cu).
+at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format);
+#endif
+
+/// Runs Phase::cpu(pb, extra...), or Phase::cuda<scalar_t, kDims>(pb, extra...) for a CUDA problem's dtype and
+/// dimensionality (operators.cpp rejects CUDA tensors in a build without CUDA kernels).
+template <typename Phase, typename... Extra>
+void launch(const Problem& pb, Extra... extra) {
+#ifdef GRID_ENCODER_WITH_CUDA
+  if (pb.input.is_cuda()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pb.input.scalar_type(), "grid_encoder", [&] {
+      pb.dims() == 3 ? Phase::template cuda<scalar_t, 3>(pb, extra...)
+                     : Phase::template cuda<scalar_t, 2>(pb, extra...);
+    });
+    return;
+  }
+#endif
+  Phase::cpu(pb, extra...);
+}
+
+// ---------------------------------------------------------------------------------------------
+// From tensors to the raw views of point_work.h.
+
+template <typename scalar_t, int kDims>
+ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
+  ImageView<scalar_t, kDims> view;
+  if (!t.defined()) return view;
+  view.data = static_cast<scalar_t*>(t.data_ptr());
+  view.stride_n = t.stride(0);
+  view.stride_c = t.stride(1);
+  for (int e = 0; e < kDims; ++e) view.stride[e] = t.stride(t.dim() - 1 - e);
+  // Channel blocks start at multiples of kChannelBlock; with contiguous channels, every tap's block is then
+  // 16-byte aligned when the data pointer and the other strides are.
+  const int64_t element = static_cast<int64_t>(t.element_size());
+  bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && (view.stride_n * element) % 16 == 0;
+  for (int e = 0; e < kDims; ++e) aligned = aligned && (view.stride[e] * element) % 16 == 0;
+  view.channel_words = view.stride_c == 1 && aligned;
+  return view;
+}
+
+template <typename scalar_t>
+PointsView<scalar_t> points_view(const at::Tensor& t) {
+  return {t.defined() ? static_cast<scalar_t*>(t.data_ptr()) : nullptr};
+}
+
+template <typename scalar_t>
+scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? static_cast<scalar_t*>(t.data_ptr()) : nullptr;
+}
+
+template <typename scalar_t, int kDims>
+SampleArgs<scalar_t, kDims> make_args(const Problem& pb) {
+  SampleArgs<scalar_t, kDims> a;
+  a.batch = pb.batch();
+  a.channels = pb.channels();
+  a.points = pb.points();
+  for (int e = 0; e < kDims; ++e) a.size[e] = pb.input.size(pb.input.dim() - 1 - e);
+  a.align_corners = pb.align_corners;
+  a.grid = data_or_null<const scalar_t>(pb.grid);
+  a.input = image_view<const scalar_t, kDims>(pb.input);
+  a.output = points_view<scalar_t>(pb.output);
+  a.grad_output = points_view<const scalar_t>(pb.grad_output);
+  a.grad_input = image_view<scalar_t, kDims>(pb.grad_input);
+  a.grad_grid = data_or_null<scalar_t>(pb.grad_grid);
+  a.grad_grad_input = image_view<const scalar_t, kDims>(pb.grad_grad_input);
+  a.grad_grad_grid = data_or_null<const scalar_t>(pb.grad_grad_grid);
+  a.d_grad_output = points_view<scalar_t>(pb.d_grad_output);
+  a.d_input = image_view<scalar_t, kDims>(pb.d_input);
+  a.d_grid = data_or_null<scalar_t>(pb.d_grid);
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// From run-time settings to template parameters.
+
+/// A sampler's settings as compile-time constants.
+template <Mode M, Padding P, int D>
+struct Sampler {
+  static constexpr Mode kMode = M;
+  static constexpr Padding kPadding = P;
+  static constexpr int kDims = D;
+  static constexpr int kTaps = PointTaps<float, M, P, D>::kTaps;  // taps per point
+};
+
+template <int D, Mode M, typename F>
+void dispatch_padding(const Problem& pb, const F& body) {
+  switch (pb.padding) {
+    case Padding::Zeros: return body(Sampler<M, Padding::Zeros, D>{});
+    case Padding::Border: return body(Sampler<M, Padding::Border, D>{});
+    case Padding::Reflection: return body(Sampler<M, Padding::Reflection, D>{});
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown padding mode ", static_cast<int64_t>(pb.padding));
+}
+
+/// Calls body(Sampler<mode, padding, D>{}) with the problem's mode and padding; D is its dimensionality.
+template <int D, typename F>
+void dispatch_sampler(const Problem& pb, const F& body) {
+  TORCH_CHECK(pb.dims() == D, "grid_encoder: expected a ", D, "-D grid, got last dimension ", pb.dims());
+  switch (pb.mode) {
+    case Mode::Bilinear: return dispatch_padding<D, Mode::Bilinear>(pb, body);
+    case Mode::Nearest: return dispatch_padding<D, Mode::Nearest>(pb, body);
+    case Mode::Bicubic: return dispatch_padding<D, Mode::Bicubic>(pb, body);
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(pb.mode));
+}
+
+}  // namespace grid_encoder
