@@ -16,7 +16,8 @@ IMPORT_AND_SAMPLE = ("import torch, grid_encoder; "
                      "x = torch.randn(1, 2, 3, 4); g = torch.zeros(1, 1, 1, 2); "
                      "print('sampled', tuple(grid_encoder.grid_sample(x, g).shape))")
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the build lock and these checks are for Linux")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sys.platform != "linux", reason="the build lock and these checks are for Linux")]
 
 
 def environment(cache, **overrides):

@@ -1,14 +1,14 @@
-"""Forward and first-order gradients equal torch.nn.functional.grid_sample."""
+"""Forward and first-order gradients equal torch.nn.functional.grid_sample, for images and volumes (torch has no
+tricubic: that equals the reference here, and torch's bicubic on a volume of depth 1)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import SETTING_IDS, SETTINGS, first_order, random_grid
+from helpers import (PADDINGS, REORDERED_SUMS, RESULT_NAMES, SAME_ARITHMETIC, SETTING_IDS, SETTINGS,
+                     first_and_second_order, first_order, random_grid)
 from grid_encoder import grid_sample
-
-TIGHT = dict(rtol=1e-12, atol=1e-12)
-
+from grid_encoder.reference import grid_sample_reference
 
 def assert_matches_torch(input, grid, mode, padding, align, **tol):
     grad_output = torch.randn(input.shape[0], input.shape[1], *grid.shape[1:-1], dtype=input.dtype,
@@ -19,11 +19,21 @@ def assert_matches_torch(input, grid, mode, padding, align, **tol):
         assert_close(a, b, msg=lambda m: f"{name}: {m}", **tol)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
-def test_matches_torch(device, mode, padding, align):
-    input = torch.randn(2, 3, 7, 9, dtype=torch.float64, device=device)
-    grid = random_grid(2, 5, 6, device=device)
-    assert_matches_torch(input, grid, mode, padding, align, **TIGHT)
+def test_matches_torch(device, dims, mode, padding, align):
+    if dims == 2:
+        input, grid = torch.randn(2, 3, 7, 9, dtype=torch.float64, device=device), random_grid(2, 5, 6, device=device)
+    else:
+        input = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64, device=device)
+        grid = random_grid(2, 3, 4, 5, dims=3, device=device)
+    if mode == "bicubic" and dims == 3:  # torch has no tricubic
+        expected = first_and_second_order(grid_sample_reference, input, grid, mode, padding, align)[:3]
+        got = first_and_second_order(grid_sample, input, grid, mode, padding, align)[:3]
+        for name, a, b in zip(RESULT_NAMES, got, expected):
+            assert_close(a, b, msg=lambda m: f"{name}: {m}", **REORDERED_SUMS)
+    else:
+        assert_matches_torch(input, grid, mode, padding, align, **SAME_ARITHMETIC)
 
 
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
@@ -36,9 +46,9 @@ def test_matches_torch_on_lattice_points(device, mode, padding, align):
     grad_output = torch.randn(1, 2, 13, 13, dtype=torch.float64, device=device)
     ours = first_order(grid_sample, input, grid, grad_output, mode, padding, align)
     theirs = first_order(F.grid_sample, input, grid, grad_output, mode, padding, align)
-    assert_close(ours[0], theirs[0], **TIGHT)
-    assert_close(ours[1], theirs[1], **TIGHT)
-    assert_close(ours[2], theirs[2], **TIGHT)
+    assert_close(ours[0], theirs[0], **SAME_ARITHMETIC)
+    assert_close(ours[1], theirs[1], **SAME_ARITHMETIC)
+    assert_close(ours[2], theirs[2], **SAME_ARITHMETIC)
 
 
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
@@ -58,7 +68,33 @@ def test_non_finite_input_values_reach_only_the_points_that_read_them(device, mo
     ours = grid_sample(input, grid, mode, padding, align)
     theirs = F.grid_sample(input, grid, mode, padding, align)
     assert ours.isfinite().any() and not ours.isfinite().all()
-    assert_close(ours, theirs, equal_nan=True, **TIGHT)
+    assert_close(ours, theirs, equal_nan=True, **SAME_ARITHMETIC)
+
+
+@pytest.mark.parametrize("layout", ["channels_last_3d", "sliced"])
+def test_non_contiguous_volumes(device, layout):
+    base = torch.randn(2, 4, 6, 7, 8, dtype=torch.float64, device=device)
+    input = base.to(memory_format=torch.channels_last_3d) if layout == "channels_last_3d" else base[:, 1:, ::2]
+    grid = random_grid(2, 6, 3, 4, dims=3, device=device)[:, ::2]
+    assert not input.is_contiguous() and not grid.is_contiguous()
+    assert_matches_torch(input, grid, "bilinear", "border", False, **SAME_ARITHMETIC)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_tricubic_on_a_volume_of_depth_one_is_torchs_bicubic(padding):
+    """A volume of depth 1 sampled at z = 0 with align_corners=True is the 2-D image: the tricubic reference (and
+    so grid_encoder) gives torch's bicubic there, with the same first derivatives."""
+    image = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    grid_2d = random_grid(2, 4, 5)
+    grid_3d = torch.cat([grid_2d, torch.zeros_like(grid_2d[..., :1])], -1)
+    grad_output = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    expected = first_order(F.grid_sample, image, grid_2d, grad_output, "bicubic", padding, True)
+    for fn in (grid_sample_reference, grid_sample):
+        got = first_order(fn, image.unsqueeze(2), grid_3d.unsqueeze(1), grad_output.unsqueeze(2), "bicubic",
+                          padding, True)
+        assert_close(got[0][:, :, 0], expected[0], **SAME_ARITHMETIC)
+        assert_close(got[1][:, :, 0], expected[1], **SAME_ARITHMETIC)
+        assert_close(got[2][:, 0, ..., :2], expected[2], **SAME_ARITHMETIC)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
@@ -75,7 +111,7 @@ def test_non_contiguous_inputs(device, mode, layout):
         input = base.transpose(2, 3)
         grid = random_grid(2, 8, 7, device=device).transpose(1, 2)
     assert not input.is_contiguous()
-    assert_matches_torch(input, grid, mode, "reflection", False, **TIGHT)
+    assert_matches_torch(input, grid, mode, "reflection", False, **SAME_ARITHMETIC)
 
 
 def test_non_contiguous_grad_output(device):
@@ -86,7 +122,7 @@ def test_non_contiguous_grad_output(device):
     theirs = torch.autograd.grad(F.grid_sample(input, grid, "bicubic", "border", align_corners=True),
                                  (input, grid), grad_output)
     for a, b in zip(ours, theirs):
-        assert_close(a, b, **TIGHT)
+        assert_close(a, b, **SAME_ARITHMETIC)
 
 
 @pytest.mark.parametrize("mode,padding,align", SETTINGS[::4], ids=SETTING_IDS[::4])
@@ -100,7 +136,7 @@ def test_default_arguments_are_bilinear_zeros_align_corners(device):
     input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device)
     grid = random_grid(2, 4, 4, device=device)
     expected = F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    assert_close(grid_sample(input, grid), expected, **TIGHT)
+    assert_close(grid_sample(input, grid), expected, **SAME_ARITHMETIC)
     assert (grid_sample(input, grid) - F.grid_sample(input, grid, align_corners=False)).abs().max() > 1e-3
 
 
@@ -109,7 +145,7 @@ def test_default_arguments_are_bilinear_zeros_align_corners(device):
 def test_size_one_axes(device, size, mode, padding, align):
     input = torch.randn(1, 2, *size, dtype=torch.float64, device=device)
     grid = random_grid(1, 3, 4, device=device)
-    assert_matches_torch(input, grid, mode, padding, align, **TIGHT)
+    assert_matches_torch(input, grid, mode, padding, align, **SAME_ARITHMETIC)
 
 
 def test_only_requested_gradients(device):
@@ -122,7 +158,7 @@ def test_only_requested_gradients(device):
     (only_input,) = torch.autograd.grad(grid_sample(x, grid, "bicubic"), (x,), grad_output)
     g = grid.clone().requires_grad_()
     (only_grid,) = torch.autograd.grad(grid_sample(input, g, "bicubic"), (g,), grad_output)
-    assert_close(only_input, both_input, **TIGHT)
-    assert_close(only_grid, both_grid, **TIGHT)
+    assert_close(only_input, both_input, **SAME_ARITHMETIC)
+    assert_close(only_grid, both_grid, **SAME_ARITHMETIC)
     gi, gg = torch.ops.grid_encoder.grid_sample_backward(grad_output, input, grid, 2, 0, True, [True, False])
     assert gg.shape == (0,) and gi.shape == input.shape

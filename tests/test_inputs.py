@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import MODES, PADDINGS, RESULT_NAMES, deterministic_algorithms, first_and_second_order, random_grid
-
+from helpers import (MODES, PADDINGS, RESULT_NAMES, SAME_ARITHMETIC, deterministic_algorithms, first_and_second_order,
+                     random_grid)
 from grid_encoder import grid_sample
 
 f64 = torch.float64
@@ -16,7 +16,8 @@ f64 = torch.float64
 BAD_CASES = {  # name: (make arguments from (x, g, other_device), error, message)
     "input-not-tensor": (lambda x, g, o: ((x.tolist(), g), {}), TypeError,
                          r"expected input to be a torch.Tensor, got list"),
-    "grid-not-tensor": (lambda x, g, o: ((x, None), {}), TypeError, r"expected grid to be a torch.Tensor, got NoneType"),
+    "grid-not-tensor": (lambda x, g, o: ((x, None), {}), TypeError,
+                        r"expected grid to be a torch.Tensor, got NoneType"),
     "mode": (lambda x, g, o: ((x, g), dict(mode="linear")), ValueError,
              r"mode must be 'bilinear', 'nearest' or 'bicubic', got 'linear'"),
     "padding": (lambda x, g, o: ((x, g), dict(padding_mode="mirror")), ValueError,
@@ -55,7 +56,7 @@ def test_bad_arguments_raise_clear_errors_and_leave_nothing_broken(device, case)
         grid_sample(*args, **kwargs)
     x = torch.randn(1, 2, 4, 4, dtype=f64, device=device)
     g = random_grid(1, 3, 3, device=device)
-    assert_close(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), rtol=1e-12, atol=1e-12)
+    assert_close(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), **SAME_ARITHMETIC)
 
 
 def test_align_corners_none_warns_and_means_false(device):
@@ -68,7 +69,7 @@ def test_align_corners_none_warns_and_means_false(device):
     assert not torch.equal(ours, grid_sample(x, g, align_corners=True))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_reduced_precision_on_the_cpu_is_computed_in_float32(dtype):
     """float16 and bfloat16 CPU tensors: computed in float32, returned in their dtype, to every order."""
     input = torch.randn(2, 3, 5, 6).to(dtype)
@@ -120,7 +121,7 @@ def test_operators_check_their_arguments():
     ops = torch.ops.grid_encoder
     with pytest.raises(RuntimeError, match=r"expected grid of shape \(N, Ho, Wo, 2\) for input of shape"):
         ops.grid_sample_forward(x, g[..., :1], 0, 0, True)
-    with pytest.raises(RuntimeError, match=r"interpolation must be 0 \(bilinear\), 1 \(nearest\) or 2 "
+    with pytest.raises(RuntimeError, match=r"mode must be 0 \(bilinear\), 1 \(nearest\) or 2 "
                                            r"\(bicubic\), got 7"):
         ops.grid_sample_forward(x, g, 7, 0, True)
     with pytest.raises(RuntimeError, match=r"padding must be .*got -1"):
@@ -137,7 +138,7 @@ EMPTY_SHAPES = [((0, 3, 5, 6), (0, 4, 4)), ((2, 0, 5, 6), (2, 4, 4)), ((2, 3, 5,
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("input_shape,grid_shape", EMPTY_SHAPES)
+@pytest.mark.parametrize("input_shape,grid_shape", EMPTY_SHAPES, ids=[f"input{i}-grid{g}" for i, g in EMPTY_SHAPES])
 def test_empty_tensors(device, mode, input_shape, grid_shape):
     dims = len(input_shape) - 2
     input = torch.randn(*input_shape, dtype=f64, device=device)
@@ -178,14 +179,14 @@ def test_non_finite_grid_values_stay_local(device, mode, padding):
         results.append((out * keep, grad_input, grad_grid * (~bad_mask).unsqueeze(-1), d_input))
     for a, b in zip(*results):
         if a is not None:
-            assert_close(a, b, rtol=1e-12, atol=1e-12)
+            assert_close(a, b, **SAME_ARITHMETIC)
     out_bad, grad_input_bad = results[1][:2]
     assert torch.isfinite(out_bad).all() and torch.isfinite(grad_input_bad).all()
     nan_point = grid_sample(input, bad, mode, padding, True)[0, :, 0, 0]
     assert torch.all(nan_point == 0), f"a NaN sample reads nothing, got {nan_point}"
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_autocast_runs_in_float32_like_torch(device, dtype):
     """Under autocast, torch's grid_sample runs in float32; so does ours, with the same result."""
     if device == "cpu" and dtype == torch.float16 and not torch.amp.is_autocast_available("cpu"):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from conftest import random_grid
+from helpers import random_grid
 from grid_encoder import grid_sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,3 +106,10 @@ def test_cached_build_loads_quickly_in_a_new_process(tmp_path):
     assert "compiling" not in result.stderr, result.stderr
     seconds = float(result.stdout.split()[2])
     assert seconds < 3, result.stdout
+
+
+def test_cuda_instantiation_files_match_their_generator():
+    """csrc/instantiations/*.cu are generate.py's output: none missing, none extra, none edited by hand."""
+    script = os.path.join(REPO, "grid_encoder", "csrc", "instantiations", "generate.py")
+    result = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

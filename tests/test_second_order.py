@@ -5,29 +5,31 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import (GRADCHECK_NONDET_TOL, SETTINGS, SETTING_IDS, first_and_second_order, off_edge_grid,
-                      random_grid)
+from helpers import (GRADCHECK_NONDET_TOL, REORDERED_SUMS, RESULT_NAMES, SETTINGS, SETTING_IDS, first_and_second_order,
+                     off_edge_grid, random_grid)
 from grid_encoder import grid_sample
 from grid_encoder.reference import grid_sample_reference
 
-TIGHT = dict(rtol=1e-10, atol=1e-10)
-NAMES = ("output", "grad_input", "grad_grid", "d_grad_output", "d_input", "d_grid")
 
 
 def assert_all_close(ours, theirs, **tol):
-    for name, a, b in zip(NAMES, ours, theirs):
+    for name, a, b in zip(RESULT_NAMES, ours, theirs):
         assert_close(a, b, msg=lambda m: f"{name}: {m}", **tol)
 
 
 @pytest.mark.parametrize("cotangents", ["both", "grad_grad_input", "grad_grad_grid"])
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
-def test_second_order_matches_reference(device, mode, padding, align, cotangents):
-    input = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device)
-    grid = random_grid(2, 4, 5, device=device)
+def test_second_order_matches_reference(device, dims, mode, padding, align, cotangents):
+    if dims == 2:
+        input, grid = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device), random_grid(2, 4, 5, device=device)
+    else:
+        input = torch.randn(2, 2, 4, 5, 6, dtype=torch.float64, device=device)
+        grid = random_grid(2, 2, 3, 3, dims=3, device=device)
     flags = dict(ggi=cotangents != "grad_grad_grid", ggg=cotangents != "grad_grad_input")
     ours = first_and_second_order(grid_sample, input, grid, mode, padding, align, **flags)
     theirs = first_and_second_order(grid_sample_reference, input, grid, mode, padding, align, **flags)
-    assert_all_close(ours, theirs, **TIGHT)
+    assert_all_close(ours, theirs, **REORDERED_SUMS)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
@@ -39,7 +41,7 @@ def test_grid_grid_term_is_present(device, mode):
     ours = first_and_second_order(grid_sample, input, grid, mode, "zeros", True, ggi=False)
     theirs = first_and_second_order(grid_sample_reference, input, grid, mode, "zeros", True, ggi=False)
     assert theirs[5].abs().max() > 1.0
-    assert_close(ours[5], theirs[5], **TIGHT)
+    assert_close(ours[5], theirs[5], **REORDERED_SUMS)
 
 
 def test_reference_second_order_matches_torch():
@@ -51,7 +53,7 @@ def test_reference_second_order_matches_torch():
     except RuntimeError as error:
         pytest.skip(f"this torch has no double backward for grid_sample ({error})")
     ref_result = first_and_second_order(grid_sample_reference, input, grid, "bicubic", "reflection", False)
-    assert_all_close(ref_result, torch_result, **TIGHT)
+    assert_all_close(ref_result, torch_result, **REORDERED_SUMS)
 
 
 def test_eikonal_step(device):
@@ -67,17 +69,23 @@ def test_eikonal_step(device):
     features = torch.randn(2, 4, 16, 16, dtype=torch.float64, device=device)
     points = random_grid(2, 1, 64, device=device, reach=1.0)
     for a, b in zip(eikonal(grid_sample, features, points), eikonal(grid_sample_reference, features, points)):
-        assert_close(a, b, **TIGHT)
+        assert_close(a, b, **REORDERED_SUMS)
 
 
 GRADCHECK_CASES = [(m, p, a) for i, (m, p, a) in enumerate(SETTINGS) if i % 2 == 0] + [
     ("bilinear", "zeros", False), ("bicubic", "reflection", True)]
 
 
-@pytest.mark.parametrize("mode,padding,align", GRADCHECK_CASES)
-def test_gradcheck_and_gradgradcheck(device, mode, padding, align):
-    input = torch.randn(1, 2, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
-    grid = off_edge_grid((1, 3, 3), (4, 5), align, device=device).requires_grad_()
+GRADCHECK_CASES_3D = [("bilinear", "zeros", True), ("bilinear", "reflection", False), ("nearest", "border", True),
+                      ("bicubic", "border", False)]
+
+
+@pytest.mark.parametrize("dims,mode,padding,align", [(2, *case) for case in GRADCHECK_CASES]
+                         + [(3, *case) for case in GRADCHECK_CASES_3D])
+def test_gradcheck_and_gradgradcheck(device, dims, mode, padding, align):
+    spatial, points = ((4, 5), (1, 3, 3)) if dims == 2 else ((3, 4, 5), (1, 2, 2, 2))
+    input = torch.randn(1, 2, *spatial, dtype=torch.float64, device=device, requires_grad=True)
+    grid = off_edge_grid(points, spatial, align, device=device).requires_grad_()
     fn = lambda x, g: grid_sample(x, g, mode, padding, align)
     assert torch.autograd.gradcheck(fn, (input, grid), nondet_tol=GRADCHECK_NONDET_TOL)
     assert torch.autograd.gradgradcheck(fn, (input, grid), nondet_tol=GRADCHECK_NONDET_TOL)
@@ -114,4 +122,4 @@ def test_eikonal_first_half_computes_only_the_grid_gradient(features_are_leaf):
     assert recorder.masks == [("grid_sample_backward", [False, True]),
                               ("grid_sample_double_backward", [False, True, True])]
     for a, b in zip(*results):
-        assert_close(a, b, rtol=1e-10, atol=1e-10)
+        assert_close(a, b, **REORDERED_SUMS)

@@ -5,11 +5,10 @@ import torch.autograd.forward_ad as fwAD
 import torch.func as func
 from torch.testing import assert_close
 
-from conftest import SETTINGS, SETTING_IDS, random_grid
+from helpers import SETTINGS, SETTING_IDS, TRANSFORMED, random_grid
 from grid_encoder import grid_sample
 from grid_encoder.reference import grid_sample_reference
 
-TRANSFORM = dict(rtol=1e-9, atol=1e-9)
 SHAPES = {2: ((2, 3, 5, 6), (2, 3, 4)), 3: ((2, 2, 3, 4, 5), (2, 2, 2, 3))}  # input, grid without its last dim
 
 
@@ -26,7 +25,7 @@ def assert_all_close(ours, theirs, what):
     ours, theirs = torch.utils._pytree.tree_flatten(ours)[0], torch.utils._pytree.tree_flatten(theirs)[0]
     assert len(ours) == len(theirs)
     for i, (a, b) in enumerate(zip(ours, theirs)):
-        assert_close(a, b, msg=lambda m: f"{what}, result {i}: {m}", **TRANSFORM)
+        assert_close(a, b, msg=lambda m: f"{what}, result {i}: {m}", **TRANSFORMED)
 
 
 def both(settings):
