@@ -1,21 +1,23 @@
-"""grid_sample with exact first- and second-order gradients, backed by the grid_encoder C++/CUDA ops.
+"""grid_sample with exact derivatives of every order, backed by the grid_encoder C++/CUDA operators.
 
-Three operators, each the derivative of the one before:
+Four operators (csrc/operators.h), the first three each the derivative of the one before:
 
     grid_encoder::grid_sample_forward          output = sample(input, grid)
     grid_encoder::grid_sample_backward         (grad_input, grad_grid), only those requested
-    grid_encoder::grid_sample_double_backward  (d grad_output, d input, d grid), only those requested
+    grid_encoder::grid_sample_double_backward  (d_grad_output, d_input, d_grid), only those requested
+    grid_encoder::grid_sample_tangent          the output's tangent (forward-mode AD)
 
-The C++ autograd kernels of the first two chain them (csrc/autograd.cpp); ``register_fake`` gives their
-shapes to ``torch.compile``. The double backward's own derivative is the vector-Jacobian product of its
-pure-PyTorch twin (``reference.double_backward_reference``), so every order is exact.
+The C++ autograd kernels of the first two chain them (csrc/autograd.cpp); the double backward's own derivative
+is here, the vector-Jacobian product of its pure-PyTorch twin (``reference.double_backward_reference``), so every
+order is exact. torch.func transforms and forward-mode AD go through transforms.py instead. ``register_fake``
+gives every operator's shapes to ``torch.compile``, FakeTensorMode and meta tensors.
 
-| derivative            | bilinear (trilinear) | nearest              | bicubic (tricubic) |
-|-----------------------|----------------------|----------------------|--------------------|
-| forward               | kernel               | kernel               | kernel             |
-| d/d input, d/d grid   | kernel               | kernel (d/d grid = 0) | kernel            |
+| derivative            | bilinear (trilinear) | nearest               | bicubic (tricubic) |
+|-----------------------|----------------------|-----------------------|--------------------|
+| forward, its tangent  | kernel               | kernel                | kernel             |
+| d/d input, d/d grid   | kernel               | kernel (d/d grid = 0) | kernel             |
 | second order          | kernel, every term   | kernel (grid terms 0) | kernel, every term |
-| third and higher      | pure PyTorch, exact  | pure PyTorch, exact  | pure PyTorch, exact |
+| third and higher      | pure PyTorch, exact  | pure PyTorch, exact   | pure PyTorch, exact |
 """
 import warnings
 
@@ -28,6 +30,8 @@ _ops = torch.ops.grid_encoder
 
 from . import transforms  # noqa: E402  (needs the operators loaded)
 
+_functorch_transforms_active = torch._C._are_functorch_transforms_active
+_forward_ad = torch.autograd.forward_ad
 _REDUCED = (torch.float16, torch.bfloat16)
 _ALIGN_CORNERS_WARNING = (
     "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
@@ -41,8 +45,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """Samples ``input`` at the locations in ``grid``, like ``torch.nn.functional.grid_sample``.
 
     Args:
-        input: ``(N, C, H, W)`` image or ``(N, C, D, H, W)`` volume, float32 or float64 (also float16 or
-            bfloat16 on CUDA), any strides.
+        input: ``(N, C, H, W)`` image or ``(N, C, D, H, W)`` volume, float32, float64, float16 or bfloat16
+            (on the CPU, float16 and bfloat16 are computed in float32 and rounded once), any strides.
         grid: ``(N, Ho, Wo, 2)`` or ``(N, Do, Ho, Wo, 3)`` tensor of the same dtype and device;
             ``grid[..., 0]`` is x (width), ``grid[..., 1]`` is y (height), ``grid[..., 2]`` is z (depth),
             with -1 and 1 at the edges of the input.
@@ -50,6 +54,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
             torch's bicubic kernel along each axis, 64 taps; torch itself refuses it).
         padding_mode: ``'zeros'``, ``'border'`` or ``'reflection'``.
         align_corners: as in torch, but True by default: -1 and 1 are the centers of the corner pixels.
+            None warns and means False, as in torch.
 
     Under ``torch.autocast`` it does what torch's grid_sample does there: float16 and bfloat16 arguments are
     sampled in float32, and the result is float32.
@@ -69,7 +74,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     if input.dtype in _REDUCED and input.device.type == "cpu":  # computed in float32, returned in the dtype
         return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
     settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
-    if transforms.transforms_active():
+    if _functorch_transforms_active() or _forward_ad._current_level >= 0:  # torch.func or dual tensors
         return transforms.Sample.apply(input, grid, settings)
     return _ops.grid_sample_forward(input, grid, *settings)
 

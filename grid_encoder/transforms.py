@@ -314,7 +314,3 @@ class Tangent(torch.autograd.Function):
         return _vmap(Tangent, info, in_dims, (input_tangent, grid_tangent, input, grid), (IMAGE, GRID, IMAGE, GRID),
                      (settings,), (VALUES,), False)
 
-
-def transforms_active():
-    """Whether a torch.func transform or a forward-mode dual level is active: then grid_sample takes Sample."""
-    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0

@@ -86,10 +86,11 @@ Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t mo
   return pb;
 }
 
-/// The problem of a scatter into an input-shaped target: the scatter reads the grid, grad_output and, along
-/// grad_grad_grid, that; not the input's working copy, which the caller's problem holds until it is dropped.
-Problem scatter_problem(const Problem& pb, const at::Tensor& input, const at::Tensor& target,
-                        Coefficients coefficients) {
+/// Runs ScatterIntoInput into a new input-shaped tensor and returns it (grad_input for Coefficients::Weights,
+/// d_input for Coefficients::AlongGradGradGrid). The scatter reads the grid, grad_output and grad_grad_grid of
+/// `pb`, not its working copies: `pb` is cleared first, so that they are freed before the target and the
+/// scatter's buffers are allocated.
+at::Tensor scatter_into_new_tensor(Problem& pb, const at::Tensor& input, Coefficients coefficients) {
   Problem scatter;
   scatter.mode = pb.mode;
   scatter.padding = pb.padding;
@@ -97,19 +98,13 @@ Problem scatter_problem(const Problem& pb, const at::Tensor& input, const at::Te
   scatter.input = input;  // shapes only
   scatter.grid = pb.grid;
   scatter.grad_output = pb.grad_output;
-  if (coefficients == Coefficients::Weights) {
-    scatter.grad_input = target;
-  } else {
-    scatter.grad_grad_grid = pb.grad_grad_grid;
-    scatter.d_input = target;
-  }
-  return scatter;
-}
-
-/// The tensor an input-shaped gradient is written into (see Problem): the CPU kernels add into zeros, the CUDA
-/// binned scatter writes every element.
-at::Tensor scatter_target(const at::Tensor& input) {
-  return input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
+  if (coefficients == Coefficients::AlongGradGradGrid) scatter.grad_grad_grid = pb.grad_grad_grid;
+  pb = Problem();
+  // The CPU kernels add into zeros; the CUDA binned scatter writes every element.
+  at::Tensor target = input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
+  (coefficients == Coefficients::Weights ? scatter.grad_input : scatter.d_input) = target;
+  launch<ScatterIntoInput>(scatter, coefficients);
+  return target;
 }
 
 /// The placeholder returned for an output that was not requested.
@@ -147,13 +142,8 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_o
   } else if (output_mask[1]) {
     grad_grid = at::zeros_like(pb.grid);
   }
-  at::Tensor grad_input = not_requested(input);
-  if (output_mask[0]) {
-    grad_input = scatter_target(input);
-    const Problem scatter = scatter_problem(pb, input, grad_input, Coefficients::Weights);
-    pb = Problem();  // frees the working copy before the scatter allocates
-    launch<ScatterIntoInput>(scatter, Coefficients::Weights);
-  }
+  const at::Tensor grad_input =
+      output_mask[0] ? scatter_into_new_tensor(pb, input, Coefficients::Weights) : not_requested(input);
   return {grad_input, grad_grid};
 }
 
@@ -191,10 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   if (computes_d_grad_output || computes_d_grid) launch<DoubleBackwardPoints>(pb);
 
   if (computes_d_input) {
-    d_input = scatter_target(input);
-    const Problem scatter = scatter_problem(pb, input, d_input, Coefficients::AlongGradGradGrid);
-    pb = Problem();  // frees the working copies before the scatter allocates
-    launch<ScatterIntoInput>(scatter, Coefficients::AlongGradGradGrid);
+    d_input = scatter_into_new_tensor(pb, input, Coefficients::AlongGradGradGrid);
   } else if (output_mask[1]) {
     d_input = at::zeros_like(input);
   }
