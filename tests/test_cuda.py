@@ -112,9 +112,9 @@ def test_deterministic_algorithms_give_identical_bits(dims, padding, mode, chann
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_crowded_points_and_many_channel_blocks_match_cpu(dims):
-    """The binned scatter with long ranges (thousands of points on a dozen pixels, border padding piling the
-    outside ones onto the edges), and 264 channels: 33 blocks of 8, more than a warp's lanes, so lanes take
-    two blocks each."""
+    """Thousands of points on a dozen pixels (border padding piles the outside ones onto the edges), with 5
+    channels (few terms: the atomic scatter) and 264 (the binned scatter, with long ranges; 33 blocks of 8, more
+    than a warp's lanes, so lanes take two blocks each)."""
     spatial, out_spatial = ((3, 4), (64, 64)) if dims == 2 else ((2, 3, 2), (8, 8, 8))
     for channels in (5, 264):
         input = torch.randn(2, channels, *spatial, dtype=torch.float64, device="cuda")

@@ -16,7 +16,8 @@ namespace grid_encoder {
 
 /// The tensors of one operator call. Undefined tensors are absent (not given, or not requested). The scatter
 /// targets (grad_input, d_input) are shaped, typed and laid out like at::empty_like(input): zero-filled on the
-/// CPU, whose kernels add into them; uninitialized on CUDA, where the binned scatter writes every element.
+/// CPU, whose kernels add into them; uninitialized on CUDA, whose launcher writes every element (binned scatter)
+/// or zeroes the target first (atomic scatter).
 struct Problem {
   Mode mode = Mode::Bilinear;
   Padding padding = Padding::Zeros;
