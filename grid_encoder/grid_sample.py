@@ -33,6 +33,9 @@ from . import transforms  # noqa: E402  (needs the operators loaded)
 _functorch_transforms_active = torch._C._are_functorch_transforms_active
 _forward_ad = torch.autograd.forward_ad
 _REDUCED = (torch.float16, torch.bfloat16)
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_DEVICE_TYPES = ("cpu", "cuda", "meta")
+_any_autocast_enabled = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 _ALIGN_CORNERS_WARNING = (
     "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
     "pass align_corners=True or False explicitly to silence this warning")
@@ -80,16 +83,12 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 
 def _autocast_enabled(input, grid):
-    return (isinstance(input, torch.Tensor) and isinstance(grid, torch.Tensor)
+    return (_any_autocast_enabled() and isinstance(input, torch.Tensor) and isinstance(grid, torch.Tensor)
             and input.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(input.device.type))
 
 
 def _float32(t):
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _shape(t):
-    return tuple(t.shape)
 
 
 def _check_arguments(input, grid, mode, padding_mode, align_corners):
@@ -103,33 +102,36 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
             f"grid_sample(): padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
     if not isinstance(align_corners, bool):
         raise TypeError(f"grid_sample(): align_corners must be a bool or None, got {align_corners!r}")
-    if input.dim() not in (4, 5):
+    shape, grid_shape = input.shape, grid.shape  # each attribute read once: this runs on every call
+    rank = len(shape)
+    if rank not in (4, 5):
         raise ValueError(f"grid_sample(): expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape "
-                         f"{_shape(input)}")
-    dims = input.dim() - 2
-    if grid.dim() != input.dim() or grid.shape[-1] != dims:
-        expected = "(N, Ho, Wo, 2)" if dims == 2 else "(N, Do, Ho, Wo, 3)"
-        raise ValueError(f"grid_sample(): expected grid of shape {expected} for input of shape {_shape(input)}, "
-                         f"got shape {_shape(grid)}")
-    if grid.shape[0] != input.shape[0]:
+                         f"{tuple(shape)}")
+    if len(grid_shape) != rank or grid_shape[-1] != rank - 2:
+        expected = "(N, Ho, Wo, 2)" if rank == 4 else "(N, Do, Ho, Wo, 3)"
+        raise ValueError(f"grid_sample(): expected grid of shape {expected} for input of shape {tuple(shape)}, "
+                         f"got shape {tuple(grid_shape)}")
+    if grid_shape[0] != shape[0]:
         raise ValueError(f"grid_sample(): expected grid and input to have the same batch size N, got grid of "
-                         f"shape {_shape(grid)} and input of shape {_shape(input)}")
-    if any(s == 0 for s in input.shape[2:]):
+                         f"shape {tuple(grid_shape)} and input of shape {tuple(shape)}")
+    if 0 in shape[2:]:
         raise ValueError(f"grid_sample(): expected input with non-empty spatial dimensions, got shape "
-                         f"{_shape(input)}")
-    if not input.is_floating_point() or not grid.is_floating_point():
-        raise TypeError(f"grid_sample(): expected floating-point input and grid, got input of dtype "
-                        f"{input.dtype} and grid of dtype {grid.dtype}")
-    if input.dtype != grid.dtype:
-        raise TypeError(f"grid_sample(): expected input and grid of the same dtype, got input of dtype "
-                        f"{input.dtype} and grid of dtype {grid.dtype}")
-    if input.device != grid.device:
+                         f"{tuple(shape)}")
+    dtype, grid_dtype = input.dtype, grid.dtype
+    if dtype != grid_dtype or dtype not in _DTYPES:
+        if not (dtype.is_floating_point and grid_dtype.is_floating_point):
+            raise TypeError(f"grid_sample(): expected floating-point input and grid, got input of dtype "
+                            f"{dtype} and grid of dtype {grid_dtype}")
+        if dtype != grid_dtype:
+            raise TypeError(f"grid_sample(): expected input and grid of the same dtype, got input of dtype "
+                            f"{dtype} and grid of dtype {grid_dtype}")
+        raise TypeError(f"grid_sample(): expected float32, float64, float16 or bfloat16, got {dtype}")
+    device = input.device
+    if device != grid.device:
         raise ValueError(f"grid_sample(): expected input and grid on the same device, got input on "
-                         f"{input.device} and grid on {grid.device}")
-    if input.device.type not in ("cpu", "cuda", "meta"):
-        raise ValueError(f"grid_sample(): expected CPU, CUDA or meta tensors, got tensors on {input.device}")
-    if input.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise TypeError(f"grid_sample(): expected float32, float64, float16 or bfloat16, got {input.dtype}")
+                         f"{device} and grid on {grid.device}")
+    if device.type not in _DEVICE_TYPES:
+        raise ValueError(f"grid_sample(): expected CPU, CUDA or meta tensors, got tensors on {device}")
 
 
 # ----------------------------------------------------------------------------------------------
