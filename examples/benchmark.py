@@ -4,7 +4,8 @@
                                  [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
                                  [--deterministic] [--channels-last]
 
-For each workload and implementation, three steps:
+For each workload (sparse_planes: a NeuS-style step, 65 536 points on three 24-channel 512² planes, the grid a
+non-contiguous slice of 3-D points) and implementation, three steps:
   forward   out = grid_sample(input, grid)
   fwd+bwd   forward, then grad(out, (input, grid), grad_out)
   eikonal   forward, grad(out, grid, ones, create_graph=True), loss = ((|grad_grid| - 1)^2).sum(),
@@ -46,7 +47,11 @@ WORKLOADS = {
     "warp_bicubic": (((8, 16, 256, 256), (8, 256, 256, 2)), ((4, 16, 128, 128), (4, 128, 128, 2)), "bicubic"),
     "volume_262k": (((1, 16, 128, 128, 128), (1, 1, 1, 262144, 3)), ((1, 16, 64, 64, 64), (1, 1, 1, 65536, 3)),
                     "bilinear"),
+    "sparse_planes": (((3, 24, 512, 512), (3, 1, 65536, 2)), ((3, 24, 256, 256), (3, 1, 16384, 2)), "bilinear"),
 }
+# Workloads whose grid is a non-contiguous slice, as a NeuS-style field's is: the (x, y) columns of 3-D points
+# (512 rays x 128 samples, projected onto each plane).
+SLICED_GRID = {"sparse_planes"}
 STEPS = ("forward", "fwd+bwd", "eikonal")
 
 
@@ -129,6 +134,8 @@ def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, ch
     if channels_last:
         input = input.contiguous(memory_format=torch.channels_last if input.dim() == 4 else torch.channels_last_3d)
     grid = (torch.rand(grid_shape, device=device, dtype=torch.float32) * 2 - 1).to(dtype)
+    if name in SLICED_GRID:
+        grid = torch.cat([grid, torch.zeros_like(grid[..., :1])], -1)[..., :2]
     rows = []
     for step in STEPS:
         floor = byte_floor(step, input, grid, mode) / bandwidth if bandwidth else None

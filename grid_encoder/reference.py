@@ -2,7 +2,7 @@
 
 It is the oracle of the tests (run it in float64), and its double backward serves the third and higher
 orders of grid_encoder.grid_sample. It follows the same semantics as the kernels (see
-csrc/sample_math.h): 2-D and 3-D grids, modes 'bilinear', 'nearest' and 'bicubic', paddings 'zeros',
+csrc/taps.h and point_work.h): 2-D and 3-D grids, modes 'bilinear', 'nearest' and 'bicubic', paddings 'zeros',
 'border' and 'reflection', both align_corners. It materializes every tap of every point, so it is slow
 and memory-hungry.
 """

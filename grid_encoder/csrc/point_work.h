@@ -17,7 +17,7 @@ namespace grid_encoder {
 
 // ---------------------------------------------------------------------------------------------
 // Channel blocks. The per-point functions walk the channels in blocks of kChannelBlock, tap by tap. On the
-// GPU, which reads channels-last working copies (grid_sample.cpp), a block's values at one tap share a
+// GPU, which reads channels-last working copies (operators.cpp), a block's values at one tap share a
 // cache sector and are loaded back to back. The CPU reads tensors as they come, mostly channels-first,
 // where one channel at a time measured fastest.
 constexpr int kDeviceChannelBlock = 8;
