@@ -31,6 +31,7 @@ _ops = torch.ops.grid_encoder
 from . import transforms  # noqa: E402  (needs the operators loaded)
 
 _functorch_transforms_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
 _forward_ad = torch.autograd.forward_ad
 _REDUCED = (torch.float16, torch.bfloat16)
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -77,7 +78,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     if input.dtype in _REDUCED and input.device.type == "cpu":  # computed in float32, returned in the dtype
         return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
     settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
-    if _functorch_transforms_active() or _forward_ad._current_level >= 0:  # torch.func or dual tensors
+    # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
+    if not _is_compiling() and (_functorch_transforms_active() or _forward_ad._current_level >= 0):
         return transforms.Sample.apply(input, grid, settings)
     return _ops.grid_sample_forward(input, grid, *settings)
 
