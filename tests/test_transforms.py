@@ -68,6 +68,20 @@ def test_jvp_matches_reference(device, dims, mode, padding, align):
         assert grid_share.abs().max() > 0.1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_jvp_in_every_dtype(device, dtype):
+    """The tangent kernels in float32 and the reduced types (CPU: computed in float32) against float64."""
+    input, grid = problem(device, 2)
+    tangents = (torch.randn_like(input), torch.randn_like(grid))
+    expected = func.jvp(lambda x, g: grid_sample_reference(x, g, "bicubic", "border", False), (input, grid), tangents)
+    got = func.jvp(lambda x, g: grid_sample(x, g, "bicubic", "border", False),
+                   tuple(t.to(dtype) for t in (input, grid)), tuple(t.to(dtype) for t in tangents))
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    for a, b in zip(got, expected):
+        assert a.dtype == dtype
+        assert_close(a.double(), b, rtol=tolerance, atol=tolerance * b.abs().max().item())
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_reverse_transforms_match_reference(device, dims, mode):
