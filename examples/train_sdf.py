@@ -1,11 +1,12 @@
 """Fits the signed distance field of a simple shape with learnable feature grids and a small MLP,
 trained with an eikonal loss, whose gradient passes through grid_sample's second order.
 
-    python examples/train_sdf.py [--shape torus|sphere|box] [--grid triplane|voxel] [--steps N] [--device D]
+    python examples/train_sdf.py [--shape torus|sphere|box] [--grid triplane|voxel|kplanes] [--steps N] [--device D]
     torchrun --nproc_per_node=2 examples/train_sdf.py ...    # DistributedDataParallel, one process per GPU
 
-sdf(x) = MLP(features(x)), where features(x) samples three learnable planes (triplane, 2-D grid_sample)
-or one learnable volume (voxel, 3-D grid_sample) at x in [-1, 1]^3. Each step minimizes
+sdf(x) = MLP(features(x), x), where features(x) samples three learnable planes (triplane, sample_planes), one
+learnable volume (voxel, sample_volumes), or three planes at each of four resolutions (kplanes: a product within a
+resolution, concatenated across them, as K-Planes does) at x in [-1, 1]^3. Each step minimizes
     surface loss  mean |sdf(x) - true_sdf(x)| on points on and near the surface
   + eikonal loss  mean (|d sdf / d x| - 1)^2 on points everywhere,
 where d sdf / d x is taken with create_graph=True, so the eikonal loss is differentiated through
@@ -21,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from grid_encoder import grid_sample  # noqa: E402
+from grid_encoder import sample_planes, sample_volumes  # noqa: E402
 
 
 def true_sdf(shape, x):
@@ -48,27 +49,39 @@ def surface_points(shape, n, device, generator):
     return x.detach()
 
 
+TRIPLANE = ((0, 1), (0, 2), (1, 2))  # the xy, xz and yz planes
+
+
 class FieldModel(torch.nn.Module):
+    """sdf(x) = MLP(features(x), x). features: three planes summed (triplane), one volume (voxel), or K-Planes-style
+    three planes at each of four resolutions, multiplied within a resolution and concatenated across them."""
+
     def __init__(self, grid="triplane", channels=8, resolution=64, hidden=32):
         super().__init__()
         self.grid = grid
         if grid == "triplane":
             self.features = torch.nn.Parameter(torch.randn(3, channels, resolution, resolution) * 0.01)
-        else:
+        elif grid == "voxel":
             self.features = torch.nn.Parameter(torch.randn(1, channels, resolution, resolution, resolution) * 0.01)
+        else:  # kplanes: resolutions resolution / 8 .. resolution; products start near 1
+            self.levels = torch.nn.ParameterList(
+                torch.nn.Parameter(1 + torch.randn(3, channels, resolution >> i, resolution >> i) * 0.01)
+                for i in (3, 2, 1, 0))
+        width = channels * (4 if grid == "kplanes" else 1)
         self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(channels + 3, hidden), torch.nn.Softplus(beta=20),
+            torch.nn.Linear(width + 3, hidden), torch.nn.Softplus(beta=20),
             torch.nn.Linear(hidden, hidden), torch.nn.Softplus(beta=20),
             torch.nn.Linear(hidden, 1))
 
     def forward(self, x):  # x: (P, 3) in [-1, 1]
-        if self.grid == "triplane":  # planes xy, xz, yz; features summed over the planes
-            coords = torch.stack([x[:, [0, 1]], x[:, [0, 2]], x[:, [1, 2]]]).unsqueeze(1)  # (3, 1, P, 2)
-            features = grid_sample(self.features, coords, "bilinear", "border").sum(0)[:, 0]  # (C, P)
+        if self.grid == "triplane":
+            features = sample_planes(self.features, x, TRIPLANE, "sum", "bilinear", "border")  # (P, C)
+        elif self.grid == "voxel":
+            features = sample_volumes(self.features, x, "concat", "bilinear", "border")  # (P, C)
         else:
-            coords = x.reshape(1, 1, 1, -1, 3)
-            features = grid_sample(self.features, coords, "bilinear", "border")[0, :, 0, 0]  # (C, P)
-        return self.mlp(torch.cat([features.t(), x], -1)).squeeze(-1)
+            features = torch.cat([sample_planes(level, x, TRIPLANE, "product", "bilinear", "border")
+                                  for level in self.levels], -1)  # (P, 4 C)
+        return self.mlp(torch.cat([features, x], -1)).squeeze(-1)
 
 
 def sdf_and_gradient(model, x, create_graph):
@@ -101,7 +114,7 @@ def train(shape="torus", grid="triplane", steps=1000, batch=2048, lr=1e-2, eikon
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     torch.manual_seed(seed)  # the same initial model in every process
     generator = torch.Generator(device=device).manual_seed(seed + rank)  # each process its own points
-    model = FieldModel(grid, resolution=resolution or (64 if grid == "triplane" else 32)).to(device)
+    model = FieldModel(grid, resolution=resolution or (32 if grid == "voxel" else 64)).to(device)
     field = model
     if distributed:
         device_ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
@@ -137,7 +150,7 @@ def train(shape="torus", grid="triplane", steps=1000, batch=2048, lr=1e-2, eikon
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="torus", choices=["torus", "sphere", "box"])
-    parser.add_argument("--grid", default="triplane", choices=["triplane", "voxel"])
+    parser.add_argument("--grid", default="triplane", choices=["triplane", "voxel", "kplanes"])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()

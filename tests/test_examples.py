@@ -35,6 +35,16 @@ def test_sdf_training_learns_the_shape(device, grid, steps):
     assert result["eikonal"] < 0.3, result
 
 
+def test_k_planes_style_training_learns_the_shape(device):
+    """Three planes at each of four resolutions, multiplied within a resolution (sample_planes' product): a short
+    fit gets the surface right; the far field takes longer than this test runs."""
+    train_sdf = load_example("train_sdf")
+    _, losses, result = train_sdf.train("torus", "kplanes", steps=120, device=device, log_every=0)
+    assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
+    assert result["near_error"] < 0.02, result
+    assert result["eikonal"] < 0.3, result
+
+
 def test_eikonal_loss_reaches_the_feature_grid_through_second_order():
     """With a linear head, d sdf / d x depends on the feature grid only through grid_sample's grid
     gradient, so the eikonal loss can reach the grid only through the double backward's d input term."""

@@ -1,0 +1,152 @@
+"""Feature-grid encoders: several planes or volumes read at the same points in one call, point-major features out.
+
+    feats = sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat")   # tri-planes, K-Planes
+    feats = sample_volumes(volumes, points, reduce="concat")                                 # dense multi-grids
+
+Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
+the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
+different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
+fused kernels this interface is meant for (one pass over the points for all grids, features written point-major)
+are not written yet.
+"""
+import torch
+
+from .grid_sample import grid_sample
+
+_REDUCTIONS = ("concat", "sum", "mean", "product")
+
+
+def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat", mode="bilinear",
+                  padding_mode="zeros", align_corners=True):
+    """Samples K planes at the same points and combines their features.
+
+    Args:
+        planes: a tensor ``(K, C, H, W)``, or ``(N, K, C, H, W)`` with points ``(N, P, D)``; or a list of K tensors
+            ``(C, H_k, W_k)`` (``(N, C, H_k, W_k)`` with batched points), whose sizes may differ.
+        points: ``(P, D)`` or ``(N, P, D)`` coordinates in [-1, 1]; D may exceed 3 (K-Planes' space-time planes).
+        axes: K pairs ``(a, b)``: plane k is read at x = ``points[..., a]`` (along W) and y = ``points[..., b]``
+            (along H), the convention of grid_sample.
+        reduce: ``"concat"`` gives ``(P, K * C)`` (plane k's channels at ``[k * C, (k + 1) * C)``; with a list of
+            planes, their channel counts may differ); ``"sum"``, ``"mean"`` and ``"product"`` (K-Planes' Hadamard
+            product) give ``(P, C)`` and need equal C.
+        mode, padding_mode, align_corners: as in ``grid_sample`` (align_corners True by default).
+
+    Returns:
+        ``(P, F)`` or ``(N, P, F)`` features, contiguous.
+    """
+    axes = _check_axes(axes, points)
+    grids, batched = _grids(planes, "planes", 2, len(axes), points)
+    columns = [points[..., [a, b]] for a, b in axes]
+    return _sample(grids, columns, batched, reduce, mode, padding_mode, align_corners)
+
+
+def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mode="zeros", align_corners=True):
+    """Samples K volumes at the same points and combines their features.
+
+    Args:
+        volumes: a tensor ``(K, C, D, H, W)``, or ``(N, K, C, D, H, W)`` with points ``(N, P, 3)``; or a list of K
+            tensors ``(C, D_k, H_k, W_k)`` (``(N, C, D_k, H_k, W_k)`` with batched points), whose sizes may differ
+            (multi-resolution dense grids).
+        points: ``(P, 3)`` or ``(N, P, 3)`` coordinates in [-1, 1]: x along W, y along H, z along D.
+        reduce, mode, padding_mode, align_corners: as in ``sample_planes``.
+
+    Returns:
+        ``(P, F)`` or ``(N, P, F)`` features, contiguous.
+    """
+    if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3) or points.shape[-1] != 3:
+        raise ValueError(f"sample_volumes(): expected points of shape (P, 3) or (N, P, 3), got "
+                         f"{_describe(points)}")
+    grids, batched = _grids(volumes, "volumes", 3, None, points)
+    return _sample(grids, [points] * len(grids), batched, reduce, mode, padding_mode, align_corners)
+
+
+def _describe(t):
+    return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _check_axes(axes, points):
+    if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3):
+        raise ValueError(f"sample_planes(): expected points of shape (P, D) or (N, P, D), got {_describe(points)}")
+    columns = points.shape[-1]
+    try:
+        axes = [tuple(int(i) for i in pair) for pair in axes]
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_planes(): axes must be pairs of column indices, got {axes!r}") from None
+    if not axes or any(len(pair) != 2 or not all(0 <= i < columns for i in pair) for pair in axes):
+        raise ValueError(f"sample_planes(): axes must be pairs of column indices in [0, {columns}) for points of "
+                         f"shape {tuple(points.shape)}, got {axes!r}")
+    return axes
+
+
+def _grids(grids, name, dims, count, points):
+    """The grids as a list of (1 or N, C, *spatial) tensors, or one (K or N * K, C, *spatial) tensor when they share
+    a size; and whether the problem is batched."""
+    function = "sample_planes" if dims == 2 else "sample_volumes"
+    batched = points.dim() == 3
+    lead = 1 if batched else 0
+    spatial = "(H, W)" if dims == 2 else "(D, H, W)"
+    if isinstance(grids, torch.Tensor):
+        if grids.dim() != 2 + dims + lead:
+            expected = f"(N, K, C, {spatial[1:-1]})" if batched else f"(K, C, {spatial[1:-1]})"
+            raise ValueError(f"{function}(): expected {name} of shape {expected} for points of shape "
+                             f"{tuple(points.shape)}, got shape {tuple(grids.shape)}")
+        if batched and grids.shape[0] != points.shape[0]:
+            raise ValueError(f"{function}(): expected {name} and points with the same batch size N, got {name} of "
+                             f"shape {tuple(grids.shape)} and points of shape {tuple(points.shape)}")
+        _check_like_points(function, name, grids, points)
+        k = grids.shape[lead]
+        if count is not None and k != count:
+            raise ValueError(f"{function}(): got {k} {name} and {count} axes pairs; expected one pair per plane")
+        return grids, batched
+    if not isinstance(grids, (list, tuple)) or not grids:
+        raise TypeError(f"{function}(): expected {name} to be a tensor or a non-empty list of tensors, got "
+                        f"{_describe(grids)}")
+    if count is not None and len(grids) != count:
+        raise ValueError(f"{function}(): got {len(grids)} {name} and {count} axes pairs; expected one pair per "
+                         f"plane")
+    result = []
+    for k, grid in enumerate(grids):
+        if not isinstance(grid, torch.Tensor) or grid.dim() != 1 + dims + lead:
+            expected = f"(N, C, {spatial[1:-1]})" if batched else f"(C, {spatial[1:-1]})"
+            raise ValueError(f"{function}(): expected {name}[{k}] of shape {expected} for points of shape "
+                             f"{tuple(points.shape)}, got {_describe(grid)}")
+        _check_like_points(function, f"{name}[{k}]", grid, points)
+        result.append(grid if batched else grid.unsqueeze(0))
+    return result, batched
+
+
+def _check_like_points(function, name, grid, points):
+    if grid.dtype != points.dtype or grid.device != points.device:
+        raise TypeError(f"{function}(): expected {name} with the dtype and device of points ({points.dtype} on "
+                        f"{points.device}), got {grid.dtype} on {grid.device}")
+
+
+def _sample(grids, columns, batched, reduce, mode, padding_mode, align_corners):
+    """features[k] (N or 1, P, C_k) of grid k at its coordinates columns[k] ((N, P, d) or (P, d)), reduced."""
+    if reduce not in _REDUCTIONS:
+        raise ValueError(f"reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
+    if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
+        n = grids.shape[0] if batched else 1
+        k = grids.shape[1] if batched else grids.shape[0]
+        coords = torch.stack(columns, 1 if batched else 0)  # (N, K, P, d) or (K, P, d)
+        dims = coords.shape[-1]
+        coords = coords.reshape(n * k, *[1] * (dims - 1), *coords.shape[-2:])  # (N * K, 1.., P, d)
+        inputs = grids.reshape(n * k, *grids.shape[(2 if batched else 1):])  # (N * K, C, *spatial)
+        out = grid_sample(inputs, coords, mode, padding_mode, align_corners)  # (N * K, C, 1.., P)
+        features = list(out.reshape(n, k, out.shape[1], -1).transpose(-1, -2).unbind(1))  # K x (N, P, C)
+    else:
+        features = []
+        for grid, coords in zip(grids, columns):
+            coords = coords if batched else coords.unsqueeze(0)
+            coords = coords.reshape(coords.shape[0], *[1] * (grid.dim() - 3), *coords.shape[-2:])
+            out = grid_sample(grid, coords, mode, padding_mode, align_corners)  # (N, C, 1.., P)
+            features.append(out.reshape(out.shape[0], out.shape[1], -1).transpose(-1, -2))
+    if reduce == "concat":
+        result = torch.cat(features, -1)
+    else:
+        channels = [f.shape[-1] for f in features]
+        if len(set(channels)) != 1:
+            raise ValueError(f"reduce={reduce!r} needs grids with equal channel counts, got {channels}")
+        stacked = torch.stack(features)
+        result = {"sum": stacked.sum, "mean": stacked.mean, "product": stacked.prod}[reduce](0)
+    return (result if batched else result[0]).contiguous()

@@ -1,0 +1,175 @@
+"""sample_planes and sample_volumes: values and derivatives of every order equal the same computation written with
+one grid_sample call per grid (torch's for the first order, the reference's beyond) and the reduction."""
+import pytest
+import torch
+import torch.func as func
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from helpers import REORDERED_SUMS, TRANSFORMED
+from grid_encoder import sample_planes, sample_volumes
+from grid_encoder.reference import grid_sample_reference
+
+TRIPLANE = ((0, 1), (0, 2), (1, 2))
+REDUCTIONS = ["concat", "sum", "mean", "product"]
+SETTINGS = ("bilinear", "border", False)
+
+
+def reduce_features(features, reduce):
+    if reduce == "concat":
+        return torch.cat(features, -1)
+    stacked = torch.stack(features)
+    return {"sum": stacked.sum(0), "mean": stacked.mean(0), "product": stacked.prod(0)}[reduce]
+
+
+def planes_by_calls(sample, planes, points, axes, reduce, settings=SETTINGS):
+    """The field written with one grid_sample call per plane: planes a list of (C, H, W), points (P, D)."""
+    features = [sample(plane[None], points[None, None, :, [a, b]], *settings)[0, :, 0].T
+                for plane, (a, b) in zip(planes, axes)]
+    return reduce_features(features, reduce)
+
+
+def volumes_by_calls(sample, volumes, points, reduce, settings=SETTINGS):
+    features = [sample(volume[None], points[None, None, None], *settings)[0, :, 0, 0].T for volume in volumes]
+    return reduce_features(features, reduce)
+
+
+def assert_all_close(ours, theirs):
+    """Equal up to summation order, relative to each result's magnitude (third orders reach the thousands)."""
+    assert len(ours) == len(theirs)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        scale = max(1.0, b.abs().max().item())
+        assert_close(a, b, rtol=REORDERED_SUMS["rtol"], atol=REORDERED_SUMS["atol"] * scale,
+                     msg=lambda m: f"result {i}: {m}")
+
+
+def random_planes(device, sizes, channels):
+    return [torch.randn(channels, *size, dtype=torch.float64, device=device) for size in sizes]
+
+
+def random_points(device, count, columns=3):
+    return torch.rand(count, columns, dtype=torch.float64, device=device) * 2.2 - 1.1  # inside and outside
+
+
+def derivatives(field, grids, points):
+    """Output, first order (grids, points), the eikonal pattern's second order and a third order."""
+    grids = [g.detach().requires_grad_() for g in grids]
+    points = points.detach().requires_grad_()
+    out = field(grids, points)
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype).to(out.device)
+    first = torch.autograd.grad((out * cotangent).sum(), [*grids, points], create_graph=True)
+    eikonal = ((first[-1].norm(dim=-1) - 1) ** 2).sum()
+    second = torch.autograd.grad(eikonal, [*grids, points], create_graph=True)
+    third = torch.autograd.grad(sum((g * g.detach().cos()).sum() for g in second), [*grids, points],
+                                allow_unused=True)
+    return [out, *first, *second, *[torch.zeros_like(x) if t is None else t for t, x in zip(third, [*grids, points])]]
+
+
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+@pytest.mark.parametrize("form", ["tensor", "list"])
+def test_planes_match_grid_sample_calls(device, reduce, form):
+    sizes = [(6, 7)] * 3 if form == "tensor" else [(6, 7), (9, 5), (4, 4)]
+    planes = random_planes(device, sizes, 4)
+    points = random_points(device, 10)
+    field = lambda p, x: sample_planes(torch.stack(p) if form == "tensor" else p, x, TRIPLANE, reduce, *SETTINGS)
+    ours = field(planes, points)
+    assert ours.shape == ((10, 12) if reduce == "concat" else (10, 4)) and ours.is_contiguous()
+    x = points.clone().requires_grad_()
+    ps = [p.clone().requires_grad_() for p in planes]
+    expected = planes_by_calls(F.grid_sample, ps, x, TRIPLANE, reduce)
+    expected_grads = torch.autograd.grad(expected.sin().sum(), [*ps, x])
+    x2 = points.clone().requires_grad_()
+    ps2 = [p.clone().requires_grad_() for p in planes]
+    got = field(ps2, x2)
+    got_grads = torch.autograd.grad(got.sin().sum(), [*ps2, x2])
+    assert_close(got, expected, **REORDERED_SUMS)
+    for a, b in zip(got_grads, expected_grads):
+        assert_close(a, b, **REORDERED_SUMS)
+    reference = derivatives(lambda p, x: planes_by_calls(grid_sample_reference, p, x, TRIPLANE, reduce), planes,
+                            points)
+    assert_all_close(derivatives(field, planes, points), reference)
+
+
+@pytest.mark.parametrize("reduce", ["concat", "product"])
+def test_k_planes_space_time_and_resolutions(device, reduce):
+    """K-Planes: 6 planes over (x, y, z, t) pairs at two resolutions, product within a resolution, concat across."""
+    axes = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+    points = random_points(device, 8, columns=4)
+    levels = [random_planes(device, [(5, 6)] * 6, 3), random_planes(device, [(9, 11)] * 6, 3)]
+
+    def field(planes, x):
+        per_level = [sample_planes(torch.stack(planes[6 * i:6 * i + 6]), x, axes, reduce, *SETTINGS) for i in (0, 1)]
+        return torch.cat(per_level, -1)
+
+    def by_calls(planes, x):
+        return torch.cat([planes_by_calls(grid_sample_reference, planes[6 * i:6 * i + 6], x, axes, reduce)
+                          for i in (0, 1)], -1)
+
+    assert_all_close(derivatives(field, levels[0] + levels[1], points),
+                     derivatives(by_calls, levels[0] + levels[1], points))
+
+
+def test_batched_planes(device):
+    planes = torch.randn(2, 3, 4, 6, 7, dtype=torch.float64, device=device)
+    points = torch.rand(2, 10, 3, dtype=torch.float64, device=device) * 2 - 1
+    ours = sample_planes(planes, points, TRIPLANE, "concat", *SETTINGS)
+    assert ours.shape == (2, 10, 12)
+    for n in range(2):
+        assert_close(ours[n], planes_by_calls(F.grid_sample, planes[n], points[n], TRIPLANE, "concat"),
+                     **REORDERED_SUMS)
+    listed = sample_planes(list(planes.unbind(1)), points, TRIPLANE, "sum", *SETTINGS)
+    assert_close(listed, torch.stack([planes_by_calls(F.grid_sample, planes[n], points[n], TRIPLANE, "sum")
+                                      for n in range(2)]), **REORDERED_SUMS)
+
+
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+@pytest.mark.parametrize("form", ["tensor", "list"])
+def test_volumes_match_grid_sample_calls(device, reduce, form):
+    sizes = [(4, 5, 6)] * 2 if form == "tensor" else [(4, 5, 6), (7, 3, 5)]
+    volumes = [torch.randn(3, *size, dtype=torch.float64, device=device) for size in sizes]
+    points = random_points(device, 9)
+    field = lambda v, x: sample_volumes(torch.stack(v) if form == "tensor" else v, x, reduce, *SETTINGS)
+    assert_close(field(volumes, points), volumes_by_calls(F.grid_sample, volumes, points, reduce), **REORDERED_SUMS)
+    assert_all_close(derivatives(field, volumes, points),
+                     derivatives(lambda v, x: volumes_by_calls(grid_sample_reference, v, x, reduce), volumes, points))
+
+
+def test_transforms_of_an_encoder(device):
+    """Per-point normals by vmap(grad) and a forward-mode tangent, as for grid_sample."""
+    planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device)
+    points = random_points(device, 5)
+    ours = lambda x: sample_planes(planes, x[None], TRIPLANE, "product", *SETTINGS).sum()
+    theirs = lambda x: planes_by_calls(grid_sample_reference, planes, x[None], TRIPLANE, "product").sum()
+    assert_close(func.vmap(func.grad(ours))(points), func.vmap(func.grad(theirs))(points), **TRANSFORMED)
+    tangent = torch.randn_like(points)
+    assert_close(func.jvp(lambda x: sample_planes(planes, x, TRIPLANE, "sum", *SETTINGS), (points,), (tangent,)),
+                 func.jvp(lambda x: planes_by_calls(grid_sample_reference, planes, x, TRIPLANE, "sum"), (points,),
+                          (tangent,)), **TRANSFORMED)
+
+
+BAD_CASES = {  # name: (call, error, message)
+    "channels-differ": (lambda p, x: sample_planes([p[0], p[1][:2], p[2]], x, reduce="sum"), ValueError,
+                        r"reduce='sum' needs grids with equal channel counts, got \[4, 2, 4\]"),
+    "axis-out-of-range": (lambda p, x: sample_planes(p, x, axes=((0, 1), (0, 3), (1, 2))), ValueError,
+                          r"axes must be pairs of column indices in \[0, 3\) for points of shape \(10, 3\)"),
+    "axes-count": (lambda p, x: sample_planes(p, x, axes=((0, 1), (0, 2))), ValueError,
+                   r"got 3 planes and 2 axes pairs"),
+    "points-width": (lambda p, x: sample_volumes(p[:, :, None].expand(3, 4, 2, 6, 7), x[:, :2]), ValueError,
+                     r"sample_volumes\(\): expected points of shape \(P, 3\) or \(N, P, 3\), got shape \(10, 2\)"),
+    "planes-rank": (lambda p, x: sample_planes(p[0], x), ValueError,
+                    r"expected planes of shape \(K, C, H, W\) for points of shape \(10, 3\), got shape \(4, 6, 7\)"),
+    "reduce": (lambda p, x: sample_planes(p, x, reduce="max"), ValueError,
+               r"reduce must be 'concat', 'sum', 'mean' or 'product', got 'max'"),
+    "dtype": (lambda p, x: sample_planes(p.float(), x), TypeError,
+              r"expected planes with the dtype and device of points \(torch.float64 on .*\), got torch.float32"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_arguments_raise_clear_errors(device, case):
+    call, error, message = BAD_CASES[case]
+    planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device)
+    points = random_points(device, 10)
+    with pytest.raises(error, match=message):
+        call(planes, points)
+    assert sample_planes(planes, points).shape == (10, 12)  # the next good call works
