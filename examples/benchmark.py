@@ -2,7 +2,7 @@
 
     python examples/benchmark.py [--device cuda|cpu] [--dtype float32|float16|bfloat16|float64]
                                  [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
-                                 [--deterministic] [--channels-last]
+                                 [--deterministic] [--channels-last] [--encoders]
 
 For each workload (sparse_planes: a NeuS-style step, 65 536 points on three 24-channel 512² planes, the grid a
 non-contiguous slice of 3-D points) and implementation, three steps:
@@ -20,6 +20,9 @@ Ratios compare against torch from the same run.
 composite double backward (bilinear, zeros), to time it on a torch that lacks it.
 --deterministic runs everything under torch.use_deterministic_algorithms(True) (torch's native CUDA
 grid_sample backward refuses to run there; grid_encoder files its scatter by a stable sort).
+--encoders times the encoder workloads instead: a tri-plane SDF lookup (3 planes of 32 x 512², concat) and a
+K-Planes lookup (3 planes at each of 4 resolutions 64-512, 32 channels, product within a resolution, concat
+across), as sample_planes and as one grid_sample call per plane ("calls": ours; "torch"; "composite").
 --channels-last stores the input channels_last (channels_last_3d): grid_encoder's CUDA kernels read that layout
 and otherwise copy the input into it on every call.
 """
@@ -35,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from grid_encoder import grid_sample  # noqa: E402
+from grid_encoder import grid_sample, sample_planes  # noqa: E402
 from grid_encoder.reference import grid_sample_reference  # noqa: E402
 
 # name: (input shape, grid shape, mode) on the GPU and on the CPU (smaller, so it finishes in minutes)
@@ -53,6 +56,16 @@ WORKLOADS = {
 # (512 rays x 128 samples, projected onto each plane).
 SLICED_GRID = {"sparse_planes"}
 STEPS = ("forward", "fwd+bwd", "eikonal")
+
+# Encoder workloads (--encoders): levels of three planes (xy, xz, yz) as (K, C, size) on the GPU and on the CPU,
+# points (GPU, CPU), and the reduction within a level; levels are concatenated. Each field is timed as
+# sample_planes, as one grid_sample call per plane (ours, torch's, and the composite port's for the eikonal step).
+ENCODER_WORKLOADS = {
+    "triplane_sdf": ([(3, 32, 512)], [(3, 32, 128)], (262144, 16384), "concat"),
+    "kplanes": ([(3, 32, r) for r in (64, 128, 256, 512)], [(3, 32, r) for r in (16, 32, 64, 128)],
+                (262144, 16384), "product"),
+}
+TRIPLANE = ((0, 1), (0, 2), (1, 2))
 
 
 def time_call(fn, device, repeats):
@@ -161,6 +174,79 @@ def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, ch
     return rows
 
 
+def reduce_planes(features, reduce):
+    """features: one (P, C) tensor per plane."""
+    if reduce == "concat":
+        return torch.cat(features, -1)
+    stacked = torch.stack(features)
+    return stacked.prod(0) if reduce == "product" else stacked.sum(0)
+
+
+def encoder_fields(reduce, composite):
+    """name: field(levels, points (P, 3)) -> (P, F)."""
+    def by_calls(sample):
+        return lambda levels, x: torch.cat([
+            reduce_planes([sample(plane[None], x[None, None, :, [a, b]])[0, :, 0].T
+                           for plane, (a, b) in zip(level, TRIPLANE)], reduce) for level in levels], -1)
+
+    fields = {
+        "grid_encoder": lambda levels, x: torch.cat(
+            [sample_planes(level, x, TRIPLANE, reduce, "bilinear", "zeros", True) for level in levels], -1),
+        "calls": by_calls(lambda p, g: grid_sample(p, g, "bilinear", "zeros", True)),
+        "torch": by_calls(lambda p, g: F.grid_sample(p, g, "bilinear", "zeros", align_corners=True)),
+    }
+    if composite is not None:
+        fields["composite"] = by_calls(lambda p, g: composite.grid_sample(p, g, True))
+    return fields
+
+
+def make_encoder_step(step, field, levels, points):
+    if step == "forward":
+        def run():
+            with torch.no_grad():
+                return field(levels, points)
+        return run
+    ls = [level.detach().requires_grad_() for level in levels]
+    x = points.detach().requires_grad_()
+    if step == "fwd+bwd":
+        return lambda: torch.autograd.grad(field(ls, x).square().sum(), [*ls, x])
+    weights = torch.randn(field(levels, points).shape[-1], device=points.device, dtype=points.dtype)
+
+    def eikonal():  # sdf = features . weights; the eikonal loss on d sdf / d points
+        sdf = field(ls, x) @ weights
+        (normal,) = torch.autograd.grad(sdf.sum(), x, create_graph=True)
+        return torch.autograd.grad(((normal.norm(dim=-1) - 1) ** 2).sum(), [*ls, x])
+    return eikonal
+
+
+def measure_encoder(name, spec, device, dtype, repeats, composite):
+    gpu_levels, cpu_levels, points, reduce = spec
+    on_gpu = device.type == "cuda"
+    levels = [torch.randn(k, c, r, r, device=device, dtype=dtype) for k, c, r in (gpu_levels if on_gpu else cpu_levels)]
+    x = torch.rand(points[0 if on_gpu else 1], 3, device=device, dtype=dtype) * 2 - 1
+    rows = []
+    for step in STEPS:
+        for impl, field in encoder_fields(reduce, composite).items():
+            if impl == "composite" and step != "eikonal":
+                continue
+            row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None, floor_ms=None)
+            try:
+                run = make_encoder_step(step, field, levels, x)
+                row["ms"] = time_call(run, device, repeats) * 1e3
+                if on_gpu and step == "eikonal":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    run()
+                    torch.cuda.synchronize()
+                    row["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+            except (RuntimeError, NotImplementedError) as error:
+                row["error"] = str(error).splitlines()[0][:60]
+            rows.append(row)
+            if on_gpu:
+                torch.cuda.empty_cache()
+    return rows
+
+
 def print_table(rows):
     print(f"{'workload':<14} {'step':<8} {'impl':<13} {'ms':>9} {'vs torch':>9} {'floor/time':>10} {'peak MiB':>9}")
     for row in rows:
@@ -212,6 +298,8 @@ def main():
     parser.add_argument("--composite", help="a .py file with grid_sample(input, grid, align_corners)")
     parser.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     parser.add_argument("--channels-last", action="store_true", help="store the input channels_last")
+    parser.add_argument("--encoders", action="store_true",
+                        help="time the encoder workloads (sample_planes against per-plane grid_sample calls) instead")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(args.deterministic)
     device = torch.device(args.device)
@@ -229,7 +317,10 @@ def main():
           + (", deterministic algorithms" if args.deterministic else "")
           + (", channels_last input" if args.channels_last else ""))
     rows = []
-    for workload in args.workload:
+    if args.encoders:
+        for workload, spec in ENCODER_WORKLOADS.items():
+            rows += measure_encoder(workload, spec, device, dtype, repeats, composite)
+    for workload in [] if args.encoders else args.workload:
         gpu_shapes, cpu_shapes, mode = WORKLOADS[workload]
         shapes = gpu_shapes if device.type == "cuda" else cpu_shapes
         if shapes is None:
