@@ -157,21 +157,26 @@ def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, ch
                 continue
             row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None,
                        floor_ms=floor * 1e3 if floor else None)
-            try:
-                run = make_step(step, sample, input, grid)
-                row["ms"] = time_call(run, device, repeats) * 1e3
-                if device.type == "cuda" and step == "eikonal":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    run()
-                    torch.cuda.synchronize()
-                    row["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
-            except (RuntimeError, NotImplementedError) as error:
-                row["error"] = str(error).splitlines()[0][:60]
-            rows.append(row)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            rows.append(timed(row, lambda: make_step(step, sample, input, grid), device, repeats))
     return rows
+
+
+def timed(row, make_run, device, repeats):
+    """row with its time filled in (and, for the eikonal step on CUDA, its peak memory), or the error met."""
+    try:
+        run = make_run()
+        row["ms"] = time_call(run, device, repeats) * 1e3
+        if device.type == "cuda" and row["step"] == "eikonal":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            run()
+            torch.cuda.synchronize()
+            row["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    except (RuntimeError, NotImplementedError) as error:
+        row["error"] = str(error).splitlines()[0][:60]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
 
 def reduce_planes(features, reduce):
@@ -230,20 +235,7 @@ def measure_encoder(name, spec, device, dtype, repeats, composite):
             if impl == "composite" and step != "eikonal":
                 continue
             row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None, floor_ms=None)
-            try:
-                run = make_encoder_step(step, field, levels, x)
-                row["ms"] = time_call(run, device, repeats) * 1e3
-                if on_gpu and step == "eikonal":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    run()
-                    torch.cuda.synchronize()
-                    row["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
-            except (RuntimeError, NotImplementedError) as error:
-                row["error"] = str(error).splitlines()[0][:60]
-            rows.append(row)
-            if on_gpu:
-                torch.cuda.empty_cache()
+            rows.append(timed(row, lambda: make_encoder_step(step, field, levels, x), device, repeats))
     return rows
 
 
