@@ -90,7 +90,7 @@ def _autocast_enabled(input, grid):
 
 
 def _float32(t):
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.float() if t.dtype in _REDUCED else t
 
 
 def _check_arguments(input, grid, mode, padding_mode, align_corners):
