@@ -36,6 +36,10 @@ def test_opcheck(device, mode, dims):
         torch.library.opcheck(ops.grid_sample_double_backward.default,
                               (first, second, grad_output.detach(), input.detach(), grid.detach(), *settings,
                                [True, True, True]))
+        # The tangent operator is differentiated through the others (transforms.py): its own autograd refuses.
+        torch.library.opcheck(ops.grid_sample_tangent.default,
+                              (first, second, input.detach(), grid.detach(), *settings),
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 
 
 class Triplane(torch.nn.Module):
