@@ -41,8 +41,8 @@ _ALIGN_CORNERS_WARNING = (
     "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
     "pass align_corners=True or False explicitly to silence this warning")
 
-_MODES = {"bilinear": 0, "nearest": 1, "bicubic": 2}
-_PADDING = {"zeros": 0, "border": 1, "reflection": 2}
+_MODES = {name: code for code, name in enumerate(transforms.MODE_NAMES)}
+_PADDING = {name: code for code, name in enumerate(transforms.PADDING_NAMES)}
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True):

@@ -26,13 +26,14 @@ import torch
 from .reference import double_backward_reference, grid_sample_reference
 
 _ops = torch.ops.grid_encoder
-_MODE_NAMES = ("bilinear", "nearest", "bicubic")
-_PADDING_NAMES = ("zeros", "border", "reflection")
+# The operators' settings: mode and padding as these names' indices (torch's numbering), then align_corners.
+MODE_NAMES = ("bilinear", "nearest", "bicubic")
+PADDING_NAMES = ("zeros", "border", "reflection")
 
 
 def _reference_settings(settings):
     mode, padding, align_corners = settings
-    return _MODE_NAMES[mode], _PADDING_NAMES[padding], align_corners
+    return MODE_NAMES[mode], PADDING_NAMES[padding], align_corners
 
 
 def _add(a, b):
