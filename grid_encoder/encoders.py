@@ -35,9 +35,9 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
         ``(P, F)`` or ``(N, P, F)`` features, contiguous.
     """
     axes = _check_axes(axes, points)
-    grids, batched = _grids(planes, "planes", 2, len(axes), points)
+    grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
     columns = [points[..., [a, b]] for a, b in axes]
-    return _sample(grids, columns, batched, reduce, mode, padding_mode, align_corners)
+    return _sample("sample_planes", grids, columns, batched, reduce, mode, padding_mode, align_corners)
 
 
 def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mode="zeros", align_corners=True):
@@ -56,8 +56,8 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
     if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3) or points.shape[-1] != 3:
         raise ValueError(f"sample_volumes(): expected points of shape (P, 3) or (N, P, 3), got "
                          f"{_describe(points)}")
-    grids, batched = _grids(volumes, "volumes", 3, None, points)
-    return _sample(grids, [points] * len(grids), batched, reduce, mode, padding_mode, align_corners)
+    grids, batched, count = _grids(volumes, "volumes", 3, None, points)
+    return _sample("sample_volumes", grids, [points] * count, batched, reduce, mode, padding_mode, align_corners)
 
 
 def _describe(t):
@@ -79,52 +79,41 @@ def _check_axes(axes, points):
 
 
 def _grids(grids, name, dims, count, points):
-    """The grids as a list of (1 or N, C, *spatial) tensors, or one (K or N * K, C, *spatial) tensor when they share
-    a size; and whether the problem is batched."""
+    """The grids as a list of (1 or N, C, *spatial) tensors, or the one (K, ...) or (N, K, ...) tensor they came in;
+    whether the problem is batched; and K."""
     function = "sample_planes" if dims == 2 else "sample_volumes"
     batched = points.dim() == 3
-    lead = 1 if batched else 0
-    spatial = "(H, W)" if dims == 2 else "(D, H, W)"
-    if isinstance(grids, torch.Tensor):
-        if grids.dim() != 2 + dims + lead:
-            expected = f"(N, K, C, {spatial[1:-1]})" if batched else f"(K, C, {spatial[1:-1]})"
-            raise ValueError(f"{function}(): expected {name} of shape {expected} for points of shape "
-                             f"{tuple(points.shape)}, got shape {tuple(grids.shape)}")
-        if batched and grids.shape[0] != points.shape[0]:
-            raise ValueError(f"{function}(): expected {name} and points with the same batch size N, got {name} of "
-                             f"shape {tuple(grids.shape)} and points of shape {tuple(points.shape)}")
-        _check_like_points(function, name, grids, points)
-        k = grids.shape[lead]
-        if count is not None and k != count:
-            raise ValueError(f"{function}(): got {k} {name} and {count} axes pairs; expected one pair per plane")
-        return grids, batched
-    if not isinstance(grids, (list, tuple)) or not grids:
+    spatial = "H, W" if dims == 2 else "D, H, W"
+    stacked = isinstance(grids, torch.Tensor)  # one tensor with the grids along a dimension K, or a list
+    if stacked:
+        labelled = [(name, grids)]
+    elif isinstance(grids, (list, tuple)) and grids:
+        labelled = [(f"{name}[{i}]", grid) for i, grid in enumerate(grids)]
+    else:
         raise TypeError(f"{function}(): expected {name} to be a tensor or a non-empty list of tensors, got "
                         f"{_describe(grids)}")
-    if count is not None and len(grids) != count:
-        raise ValueError(f"{function}(): got {len(grids)} {name} and {count} axes pairs; expected one pair per "
-                         f"plane")
-    result = []
-    for k, grid in enumerate(grids):
-        if not isinstance(grid, torch.Tensor) or grid.dim() != 1 + dims + lead:
-            expected = f"(N, C, {spatial[1:-1]})" if batched else f"(C, {spatial[1:-1]})"
-            raise ValueError(f"{function}(): expected {name}[{k}] of shape {expected} for points of shape "
+    expected = f"({'N, ' if batched else ''}{'K, ' if stacked else ''}C, {spatial})"
+    rank = batched + stacked + 1 + dims
+    for label, grid in labelled:
+        if not isinstance(grid, torch.Tensor) or grid.dim() != rank:
+            raise ValueError(f"{function}(): expected {label} of shape {expected} for points of shape "
                              f"{tuple(points.shape)}, got {_describe(grid)}")
-        _check_like_points(function, f"{name}[{k}]", grid, points)
-        result.append(grid if batched else grid.unsqueeze(0))
-    return result, batched
+        if batched and grid.shape[0] != points.shape[0]:
+            raise ValueError(f"{function}(): expected {label} and points with the same batch size N, got {label} "
+                             f"of shape {tuple(grid.shape)} and points of shape {tuple(points.shape)}")
+        if grid.dtype != points.dtype or grid.device != points.device:
+            raise TypeError(f"{function}(): expected {label} with the dtype and device of points ({points.dtype} "
+                            f"on {points.device}), got {grid.dtype} on {grid.device}")
+    k = grids.shape[1 if batched else 0] if stacked else len(grids)
+    if count is not None and k != count:
+        raise ValueError(f"{function}(): got {k} {name} and {count} axes pairs; expected one pair per plane")
+    return (grids if stacked else [grid if batched else grid.unsqueeze(0) for grid in grids]), batched, k
 
 
-def _check_like_points(function, name, grid, points):
-    if grid.dtype != points.dtype or grid.device != points.device:
-        raise TypeError(f"{function}(): expected {name} with the dtype and device of points ({points.dtype} on "
-                        f"{points.device}), got {grid.dtype} on {grid.device}")
-
-
-def _sample(grids, columns, batched, reduce, mode, padding_mode, align_corners):
+def _sample(function, grids, columns, batched, reduce, mode, padding_mode, align_corners):
     """features[k] (N or 1, P, C_k) of grid k at its coordinates columns[k] ((N, P, d) or (P, d)), reduced."""
     if reduce not in _REDUCTIONS:
-        raise ValueError(f"reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
+        raise ValueError(f"{function}(): reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
         n = grids.shape[0] if batched else 1
         k = grids.shape[1] if batched else grids.shape[0]
@@ -146,7 +135,7 @@ def _sample(grids, columns, batched, reduce, mode, padding_mode, align_corners):
     else:
         channels = [f.shape[-1] for f in features]
         if len(set(channels)) != 1:
-            raise ValueError(f"reduce={reduce!r} needs grids with equal channel counts, got {channels}")
+            raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
         stacked = torch.stack(features)
         result = {"sum": stacked.sum, "mean": stacked.mean, "product": stacked.prod}[reduce](0)
     return (result if batched else result[0]).contiguous()

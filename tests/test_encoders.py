@@ -122,6 +122,15 @@ def test_batched_planes(device):
                                       for n in range(2)]), **REORDERED_SUMS)
 
 
+def test_batched_volumes(device):
+    """N = 3 batch items of K = 2 volumes each (N and K differ, so neither can stand for the other)."""
+    volumes = torch.randn(3, 2, 4, 5, 6, 7, dtype=torch.float64, device=device)
+    points = torch.rand(3, 9, 3, dtype=torch.float64, device=device) * 2 - 1
+    expected = torch.stack([volumes_by_calls(F.grid_sample, volumes[n], points[n], "concat") for n in range(3)])
+    for form in (volumes, list(volumes.unbind(1))):
+        assert_close(sample_volumes(form, points, "concat", *SETTINGS), expected, **REORDERED_SUMS)
+
+
 @pytest.mark.parametrize("reduce", REDUCTIONS)
 @pytest.mark.parametrize("form", ["tensor", "list"])
 def test_volumes_match_grid_sample_calls(device, reduce, form):
