@@ -114,6 +114,7 @@ def _fold_into_points(tensors, roles, in_dims, image_outputs):
 
 
 def _fold(tensors, roles, in_dims, batch_size, into_points):
+    """The tensors with the vmapped dimension merged (sizes spelled out: -1 is ambiguous for empty tensors)."""
     folded = []
     for t, role, dim in zip(tensors, roles, in_dims):
         if t is None or (into_points and role == IMAGE):
@@ -123,9 +124,9 @@ def _fold(tensors, roles, in_dims, batch_size, into_points):
         if into_points:  # (B, N, ..., P0, ...) -> (N, ..., B * P0, ...)
             first = _POINTS_DIM[role]
             t = t.movedim(0, first)
-            t = t.reshape(*t.shape[:first], -1, *t.shape[first + 2:])
+            t = t.reshape(*t.shape[:first], t.shape[first] * t.shape[first + 1], *t.shape[first + 2:])
         else:  # (B, N, ...) -> (B * N, ...)
-            t = t.reshape(-1, *t.shape[2:])
+            t = t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
         folded.append(t)
     return folded
 
@@ -138,10 +139,11 @@ def _unfold(results, roles, batch_size, into_points):
             out_dims.append(None)
         elif into_points:
             first = _POINTS_DIM[role]
-            unfolded.append(t.reshape(*t.shape[:first], batch_size, -1, *t.shape[first + 1:]))
+            unfolded.append(t.reshape(*t.shape[:first], batch_size, t.shape[first] // batch_size,
+                                      *t.shape[first + 1:]))
             out_dims.append(first)
         else:
-            unfolded.append(t.reshape(batch_size, -1, *t.shape[1:]))
+            unfolded.append(t.reshape(batch_size, t.shape[0] // batch_size, *t.shape[1:]))
             out_dims.append(0)
     return tuple(unfolded), tuple(out_dims)
 

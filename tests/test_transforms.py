@@ -151,6 +151,18 @@ def test_vmap_matches_reference(device, dims, mode):
     assert_all_close(nested(ours)(inputs, batches), nested(reference)(inputs, batches), "nested vmap")
 
 
+@pytest.mark.parametrize("empty", ["batch", "channels", "points"])
+def test_vmap_of_empty_tensors(device, empty):
+    """Folding the vmapped dimension keeps every size, also where one of them is 0."""
+    n, c, p = {"batch": (0, 2, 3), "channels": (2, 0, 3), "points": (2, 2, 0)}[empty]
+    inputs = torch.randn(3, n, c, 4, 5, dtype=torch.float64, device=device)
+    grids = random_grid(3, n, p, 2, device=device)
+    for in_dims in [(0, 0), (None, 0)]:
+        args = (inputs[0] if in_dims[0] is None else inputs, grids)
+        ours = func.vmap(lambda x, g: grid_sample(x, g), in_dims)(*args)
+        assert ours.shape == (3, n, c, p, 2)
+
+
 def test_functional_call_with_per_sample_eikonal_gradients(device):
     """A triplane-style module under functional_call: per-sample gradients of an eikonal loss, as in
     per-example gradient code, equal the reference's."""
