@@ -175,7 +175,8 @@ _library = torch.library.Library("grid_encoder", "IMPL")
 def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_output, input, grid, mode,
                               padding, align_corners, output_mask):
     tensors = (grad_grad_input, grad_grad_grid, grad_output, input, grid)
-    if any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+    if _forward_ad._current_level >= 0 and any(  # tangents exist only inside a dual level
+            t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         raise RuntimeError("grid_encoder.grid_sample_double_backward: forward-mode AD of this operator is served "
                            "by grid_encoder.grid_sample(); call that instead of the operator on dual tensors")
     settings = (mode, padding, align_corners)
