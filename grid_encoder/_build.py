@@ -26,16 +26,17 @@ except ImportError:  # Windows: builds are not locked against each other
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _CPU_SOURCES = ["operators.cpp", "autograd.cpp", "kernels_cpu.cpp"]
-_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cuda.cuh"]
+_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cuda.h", "kernels_cuda.cuh"]
 
 
 def _cuda_sources():
-    """The CUDA instantiation files (instantiations/generate.py writes them), the slowest first (the double
-    backward, then 3-D) so that they do not start last, and the channels-last copy."""
+    """The CUDA instantiation files (instantiations/generate.py writes them), the slowest first (the scatter and
+    the double backward, 3-D before 2-D) so that they do not start last; the channels-last copy's kernel; the CUDA
+    phases' host code."""
     folder = os.path.join(_SOURCE_DIR, "instantiations")
     names = sorted(name for name in os.listdir(folder) if name.endswith(".cu"))
-    names.sort(key=lambda name: (not name.startswith("double_backward"), "_3d_" not in name))
-    return [os.path.join("instantiations", name) for name in names] + ["channels_last.cu"]
+    names.sort(key=lambda name: (not name.startswith(("scatter", "double_backward")), "_3d_" not in name))
+    return [os.path.join("instantiations", name) for name in names] + ["channels_last.cu", "phases_cuda.cpp"]
 
 
 _BUILT_MARKER = "build-complete"

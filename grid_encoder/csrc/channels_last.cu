@@ -1,6 +1,7 @@
-// The channels-last working copy of an input-like tensor (see working_copy in operators.cpp). One thread per
-// (n, position) reads the position's channels, each load coalesced along a warp's neighbouring positions, and
-// writes them as one contiguous run, in 16-byte words where the channel count allows.
+// The channels-last working copy of an input-like tensor (see working_copy in operators.cpp; the host side is
+// channels_last_copy_cuda in phases_cuda.cpp). One thread per (n, position) reads the position's channels, each
+// load coalesced along a warp's neighbouring positions, and writes them as one contiguous run, in 16-byte words
+// where the channel count allows.
 #include "kernels_cuda.cuh"
 
 namespace grid_encoder {
@@ -23,17 +24,18 @@ __global__ void __launch_bounds__(kThreads) channels_last_copy_kernel(const scal
 
 }  // namespace
 
-at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format) {
-  if (t.is_contiguous(format)) return t;
-  if (!t.is_contiguous()) return t.contiguous(format);  // other strides: torch's generic copy
-  at::Tensor out = at::empty(t.sizes(), t.options().memory_format(format));
-  const int64_t channels = t.size(1), items = t.numel() / channels;
-  const bool channel_words = rows_are_whole_words(channels, out);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "channels_last_copy", [&] {
-    launch_items(items, t.get_device(), channels_last_copy_kernel<scalar_t>, t.const_data_ptr<scalar_t>(),
-                 out.data_ptr<scalar_t>(), channels, items / std::max<int64_t>(t.size(0), 1), items, channel_words);
-  });
-  return out;
+template <typename scalar_t>
+void launch_channels_last_copy(const scalar_t* in, scalar_t* out, int64_t channels, int64_t spatial, int64_t items,
+                               cudaStream_t stream) {
+  launch_items(items, stream, channels_last_copy_kernel<scalar_t>, in, out, channels, spatial, items,
+               rows_are_whole_words<scalar_t>(channels));
 }
+
+template void launch_channels_last_copy<double>(const double*, double*, int64_t, int64_t, int64_t, cudaStream_t);
+template void launch_channels_last_copy<float>(const float*, float*, int64_t, int64_t, int64_t, cudaStream_t);
+template void launch_channels_last_copy<c10::Half>(const c10::Half*, c10::Half*, int64_t, int64_t, int64_t,
+                                                   cudaStream_t);
+template void launch_channels_last_copy<c10::BFloat16>(const c10::BFloat16*, c10::BFloat16*, int64_t, int64_t,
+                                                       int64_t, cudaStream_t);
 
 }  // namespace grid_encoder

@@ -124,7 +124,8 @@ template <typename F>
 void dispatch_cpu(const Problem& pb, const F& body) {
   AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu", [&] {
     const auto with_sampler = [&](auto sampler) { body(scalar_t(), sampler); };
-    pb.dims() == 3 ? dispatch_sampler<3>(pb, with_sampler) : dispatch_sampler<2>(pb, with_sampler);
+    pb.dims() == 3 ? dispatch_sampler<3>(pb.mode, pb.padding, with_sampler)
+                   : dispatch_sampler<2>(pb.mode, pb.padding, with_sampler);
   });
 }
 

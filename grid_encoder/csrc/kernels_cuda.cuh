@@ -1,26 +1,21 @@
-// The CUDA launchers of the phases in problem.h, with their kernels: loops around the per-point work of
+// The CUDA kernels, and the launchers of kernels_cuda.h that run them: loops around the per-point work of
 // point_work.h. Point-wise outputs (output, grad_grid, d_grad_output, d_grid) take one sample per thread, or per
 // `lanes` neighbouring threads of a warp that split its channel blocks (see lanes_per_point) and sum their shares
-// of the grid derivatives with shuffles. Input-shaped gradients take the binned scatter (binned_scatter): no float
-// atomics, or for small problems the atomic scatter (atomic_scatter_kernel).
+// of the grid derivatives with shuffles. Input-shaped gradients take the binned scatter (no float atomics), or for
+// small problems the atomic scatter (atomic_scatter_kernel); phases_cuda.cpp chooses and allocates.
 //
-// Phase::cuda<scalar_t, kDims> is defined here and instantiated in instantiations/*.cu, one file per operator,
-// dimensionality and dtype, so that ninja compiles them in parallel.
+// The launchers are instantiated in instantiations/*.cu, one file per kernel group, dimensionality and dtype, so
+// that ninja compiles them in parallel.
 #pragma once
 
-#include <ATen/Context.h>
-#include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/ops/cumsum.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 
-#include "problem.h"
+#include "kernels_cuda.h"
 
 namespace grid_encoder {
 namespace {
@@ -124,34 +119,27 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<M, kDims> + 1) / 2)
   });
 }
 
-/// Launches kernel(args...) on the current stream of `device` with one thread per item (grid-stride beyond
-/// kMaxBlocks blocks).
+/// Launches kernel(args...) on `stream` with one thread per item (grid-stride beyond kMaxBlocks blocks).
 template <typename Kernel, typename... Args>
-void launch_items(int64_t items, c10::DeviceIndex device, Kernel kernel, const Args&... args) {
+void launch_items(int64_t items, cudaStream_t stream, Kernel kernel, const Args&... args) {
   if (items == 0) return;
   const int64_t blocks = std::min<int64_t>((items + kThreads - 1) / kThreads, kMaxBlocks);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-/// Launches kernel(args...) with one thread per (n, p) sample.
-template <typename Kernel, typename... Args>
-void launch_per_sample(const Problem& pb, Kernel kernel, const Args&... args) {
-  launch_items(pb.sample_count(), pb.input.get_device(), kernel, args...);
-}
-
 /// Launches kernel(args, lanes, extra...) with lanes_per_point threads per sample, in whole warps.
 template <int kTaps, typename Kernel, typename Args, typename... Extra>
-void launch_lanes(const Problem& pb, Kernel kernel, const Args& args, const Extra&... extra) {
-  const int lanes = lanes_per_point(pb.channels(), kTaps);
-  launch_items((pb.sample_count() * lanes + 31) / 32 * 32, pb.input.get_device(), kernel, args, lanes, extra...);
+void launch_lanes(cudaStream_t stream, Kernel kernel, const Args& args, const Extra&... extra) {
+  const int lanes = lanes_per_point(args.channels, kTaps);
+  launch_items((args.batch * args.points * lanes + 31) / 32 * 32, stream, kernel, args, lanes, extra...);
 }
 
-/// Whether rows of `channels` elements of t's dtype, in a buffer of their own, all start on 16-byte boundaries: then
+/// Whether rows of `channels` elements of scalar_t, in a buffer of their own, all start on 16-byte boundaries: then
 /// whole channel blocks of a row load and store as 16-byte words.
-inline bool rows_are_whole_words(int64_t channels, const at::Tensor& t) {
-  return (channels * t.element_size()) % 16 == 0;
+template <typename scalar_t>
+bool rows_are_whole_words(int64_t channels) {
+  return (channels * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
 }
 
 /// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
@@ -270,53 +258,10 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-/// Writes the backward's scatter (Coefficients::Weights: into args.grad_input) or the double backward's
-/// (Coefficients::AlongGradGradGrid: into args.d_input), binned as above.
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
-void binned_scatter(const Problem& pb, const Args& args, Coefficients coefficients) {
-  using acc_t = opmath_t<scalar_t>;
-  constexpr int kTaps = PointTaps<acc_t, M, P, kDims>::kTaps;
-  const auto& target = coefficients == Coefficients::Weights ? args.grad_input : args.d_input;
-  const int64_t pairs = pb.sample_count() * kTaps;
-  int64_t positions = pb.batch();
-  for (int e = 0; e < kDims; ++e) positions *= args.size[e];
-  const auto options = pb.input.options();
-  const c10::DeviceIndex device = pb.input.get_device();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  at::Tensor position = deterministic ? at::empty({pairs}, options.dtype(at::kLong)) : at::Tensor();
-  const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
-  const at::Tensor count = at::zeros({positions}, options.dtype(at::kInt));
-  const int64_t channels = pb.channels();
-  const at::Tensor grad_output_points = at::empty({pb.sample_count(), channels}, pb.grad_output.options());
-  const bool point_words = rows_are_whole_words(channels, grad_output_points);
-  scalar_t* points = static_cast<scalar_t*>(grad_output_points.data_ptr());
-  launch_lanes<1>(pb, scatter_pairs_kernel<scalar_t, M, P, kDims, Args>, args, coefficients,
-                  deterministic ? position.data_ptr<int64_t>() : nullptr, coefficient.data_ptr<acc_t>(),
-                  count.data_ptr<int>(), points, point_words);
-  const at::Tensor end = at::cumsum(count, 0, at::kLong);
-  at::Tensor list;
-  if (deterministic) {
-    list = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
-    position.reset();  // not needed by the sums
-  } else {
-    list = at::empty({pairs}, options.dtype(at::kLong));
-    launch_per_sample(pb, file_pairs_kernel<scalar_t, M, P, kDims, Args>, args, end.data_ptr<int64_t>(),
-                      count.data_ptr<int>(), list.data_ptr<int64_t>());
-  }
-  const int lanes = lanes_per_point(channels, 1);
-  launch_items(positions * lanes, device, binned_sums_kernel<scalar_t, kDims, Args>, args, target, positions,
-               kTaps, lanes, end.data_ptr<int64_t>(), list.data_ptr<int64_t>(), coefficient.data_ptr<acc_t>(),
-               points, point_words);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Atomic scatter, for small problems: the binned scatter's half-dozen launches and its buffers cost more than
 // the atomics it avoids when there are few terms (the seed example: 26 520). One launch adds every term into a
 // zeroed target with float atomics, as torch's own backward does.
-
-/// Problems with at most this many (sample, tap, channel) terms scatter with atomics (about 10 us of L2 atomic
-/// throughput on an H100 or H200, against 30-50 us of launches for the binned scatter).
-constexpr int64_t kMaxAtomicScatterTerms = int64_t(1) << 20;
 
 /// target[n, c, tap k] += coefficient_k * grad_output[n, c, p] by atomics, `lanes` threads per sample splitting
 /// its channel blocks (target: args.grad_input or args.d_input, zeroed).
@@ -351,50 +296,83 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+// The launchers of kernels_cuda.h. A sampler-templated kernel is chosen by the launch's mode and padding.
+
 template <typename scalar_t, int kDims>
-void SampleOutput::cuda(const Problem& pb) {
-  dispatch_sampler<kDims>(pb, [&](auto sampler) {
-    using S = decltype(sampler);
-    using Args = SampleArgs<scalar_t, kDims>;
-    launch_lanes<S::kTaps>(pb, forward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                           make_args<scalar_t, kDims>(pb));
+void launch_sample_output(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_lanes<S::kTaps>(launch.stream, forward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                           args);
   });
 }
 
 template <typename scalar_t, int kDims>
-void GradGrid::cuda(const Problem& pb) {
-  dispatch_sampler<kDims>(pb, [&](auto sampler) {
-    using S = decltype(sampler);
-    using Args = SampleArgs<scalar_t, kDims>;
-    launch_lanes<S::kTaps>(pb, grad_grid_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                           make_args<scalar_t, kDims>(pb));
+void launch_grad_grid(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_lanes<S::kTaps>(launch.stream, grad_grid_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                           args);
   });
 }
 
 template <typename scalar_t, int kDims>
-void DoubleBackwardPoints::cuda(const Problem& pb) {
-  dispatch_sampler<kDims>(pb, [&](auto sampler) {
-    using S = decltype(sampler);
-    using Args = SampleArgs<scalar_t, kDims>;
-    launch_lanes<S::kTaps>(pb, double_backward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                           make_args<scalar_t, kDims>(pb));
+void launch_double_backward_points(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_lanes<S::kTaps>(launch.stream,
+                           double_backward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args);
   });
 }
 
 template <typename scalar_t, int kDims>
-void ScatterIntoInput::cuda(const Problem& pb, Coefficients coefficients) {
-  dispatch_sampler<kDims>(pb, [&](auto sampler) {
-    using S = decltype(sampler);
-    const auto args = make_args<scalar_t, kDims>(pb);
-    const int64_t terms = pb.sample_count() * S::kTaps * pb.channels();
-    if (terms > kMaxAtomicScatterTerms || at::globalContext().deterministicAlgorithms()) {
-      binned_scatter<scalar_t, S::kMode, S::kPadding, kDims>(pb, args, coefficients);
-      return;
-    }
-    (coefficients == Coefficients::Weights ? pb.grad_input : pb.d_input).zero_();
-    launch_lanes<S::kTaps>(pb, atomic_scatter_kernel<scalar_t, S::kMode, S::kPadding, kDims, decltype(args)>, args,
+void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_lanes<S::kTaps>(launch.stream,
+                           atomic_scatter_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args,
                            coefficients);
   });
+}
+
+template <typename scalar_t, int kDims>
+void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                          const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_lanes<1>(launch.stream, scatter_pairs_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
+                    args, coefficients, buffers.position, buffers.coefficient, buffers.count, buffers.points,
+                    rows_are_whole_words<scalar_t>(args.channels));
+  });
+}
+
+template <typename scalar_t, int kDims>
+void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuffers<scalar_t>& buffers,
+                       CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    using S = decltype(s);
+    launch_items(args.batch * args.points, launch.stream,
+                 file_pairs_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args,
+                 buffers.end, buffers.count, buffers.list);
+  });
+}
+
+template <typename scalar_t, int kDims>
+void launch_binned_sums(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                        const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
+  using Args = SampleArgs<scalar_t, kDims>;
+  const int taps = dispatch_sampler<kDims>(launch.mode, launch.padding, [](auto s) { return decltype(s)::kTaps; });
+  const int lanes = lanes_per_point(args.channels, 1);
+  launch_items(buffers.positions * lanes, launch.stream, binned_sums_kernel<scalar_t, kDims, Args>,
+               args, coefficients == Coefficients::Weights ? args.grad_input : args.d_input, buffers.positions, taps,
+               lanes, buffers.end, buffers.list, buffers.coefficient, buffers.points,
+               rows_are_whole_words<scalar_t>(args.channels));
 }
 
 }  // namespace grid_encoder

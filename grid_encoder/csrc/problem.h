@@ -3,7 +3,6 @@
 // run-time settings and tensors into the template parameters and raw views of point_work.h.
 #pragma once
 
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -45,21 +44,18 @@ struct Problem {
   int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
 };
 
-// The phases of the operators. Each has a CPU launcher (kernels_cpu.cpp) and a CUDA launcher per dtype and
-// dimensionality (kernels_cuda.cuh, instantiated in instantiations/); launch<Phase>(problem) runs the one for the
-// problem's device.
+// The phases of the operators. Each has a CPU launcher (kernels_cpu.cpp) and a CUDA launcher (phases_cuda.cpp, which
+// runs the kernels of kernels_cuda.cuh); launch<Phase>(problem) runs the one for the problem's device.
 
 /// output = sum_k W_k V_k.
 struct SampleOutput {
   static void cpu(const Problem& pb);
-  template <typename scalar_t, int kDims>
   static void cuda(const Problem& pb);
 };
 
 /// grad_grid = sum_k dW_k/dg sum_c grad_output V_k.
 struct GradGrid {
   static void cpu(const Problem& pb);
-  template <typename scalar_t, int kDims>
   static void cuda(const Problem& pb);
 };
 
@@ -68,7 +64,6 @@ struct GradGrid {
 /// grad_grad_grid).
 struct DoubleBackwardPoints {
   static void cpu(const Problem& pb);
-  template <typename scalar_t, int kDims>
   static void cuda(const Problem& pb);
 };
 
@@ -76,27 +71,20 @@ struct DoubleBackwardPoints {
 /// point, target[n, c, tap k] += coefficient_k * grad_output[n, c, p].
 struct ScatterIntoInput {
   static void cpu(const Problem& pb, Coefficients coefficients);
-  template <typename scalar_t, int kDims>
   static void cuda(const Problem& pb, Coefficients coefficients);
 };
 
 #ifdef GRID_ENCODER_WITH_CUDA
-/// t in `format` (channels-last): t itself if it is already laid out so, else a copy (channels_last.cu).
+/// t in `format` (channels-last): t itself if it is already laid out so, else a copy (phases_cuda.cpp).
 at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format);
 #endif
 
-/// Runs Phase::cpu(pb, extra...), or Phase::cuda<scalar_t, kDims>(pb, extra...) for a CUDA problem's dtype and
-/// dimensionality (operators.cpp rejects CUDA tensors in a build without CUDA kernels).
+/// Runs Phase::cpu(pb, extra...), or Phase::cuda(pb, extra...) for a CUDA problem (operators.cpp rejects CUDA
+/// tensors in a build without CUDA kernels).
 template <typename Phase, typename... Extra>
 void launch(const Problem& pb, Extra... extra) {
 #ifdef GRID_ENCODER_WITH_CUDA
-  if (pb.input.is_cuda()) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pb.input.scalar_type(), "grid_encoder", [&] {
-      pb.dims() == 3 ? Phase::template cuda<scalar_t, 3>(pb, extra...)
-                     : Phase::template cuda<scalar_t, 2>(pb, extra...);
-    });
-    return;
-  }
+  if (pb.input.is_cuda()) return Phase::cuda(pb, extra...);
 #endif
   Phase::cpu(pb, extra...);
 }
@@ -151,40 +139,6 @@ SampleArgs<scalar_t, kDims> make_args(const Problem& pb) {
   a.d_input = image_view<scalar_t, kDims>(pb.d_input);
   a.d_grid = data_or_null<scalar_t>(pb.d_grid);
   return a;
-}
-
-// ---------------------------------------------------------------------------------------------
-// From run-time settings to template parameters.
-
-/// A sampler's settings as compile-time constants.
-template <Mode M, Padding P, int D>
-struct Sampler {
-  static constexpr Mode kMode = M;
-  static constexpr Padding kPadding = P;
-  static constexpr int kDims = D;
-  static constexpr int kTaps = PointTaps<float, M, P, D>::kTaps;  // taps per point
-};
-
-template <int D, Mode M, typename F>
-void dispatch_padding(const Problem& pb, const F& body) {
-  switch (pb.padding) {
-    case Padding::Zeros: return body(Sampler<M, Padding::Zeros, D>{});
-    case Padding::Border: return body(Sampler<M, Padding::Border, D>{});
-    case Padding::Reflection: return body(Sampler<M, Padding::Reflection, D>{});
-  }
-  TORCH_CHECK(false, "grid_encoder: unknown padding mode ", static_cast<int64_t>(pb.padding));
-}
-
-/// Calls body(Sampler<mode, padding, D>{}) with the problem's mode and padding; D is its dimensionality.
-template <int D, typename F>
-void dispatch_sampler(const Problem& pb, const F& body) {
-  TORCH_CHECK(pb.dims() == D, "grid_encoder: expected a ", D, "-D grid, got last dimension ", pb.dims());
-  switch (pb.mode) {
-    case Mode::Bilinear: return dispatch_padding<D, Mode::Bilinear>(pb, body);
-    case Mode::Nearest: return dispatch_padding<D, Mode::Nearest>(pb, body);
-    case Mode::Bicubic: return dispatch_padding<D, Mode::Bicubic>(pb, body);
-  }
-  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(pb.mode));
 }
 
 }  // namespace grid_encoder

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
 
 #include <climits>
 #include <cmath>
@@ -306,5 +307,38 @@ struct PointTaps {
     return product;
   }
 };
+
+// ---------------------------------------------------------------------------------------------
+// From run-time settings to template parameters.
+
+/// A sampler's settings as compile-time constants.
+template <Mode M, Padding P, int D>
+struct Sampler {
+  static constexpr Mode kMode = M;
+  static constexpr Padding kPadding = P;
+  static constexpr int kDims = D;
+  static constexpr int kTaps = PointTaps<float, M, P, D>::kTaps;  // taps per point
+};
+
+template <int D, Mode M, typename F>
+decltype(auto) dispatch_padding(Padding padding, const F& body) {
+  switch (padding) {
+    case Padding::Zeros: return body(Sampler<M, Padding::Zeros, D>{});
+    case Padding::Border: return body(Sampler<M, Padding::Border, D>{});
+    case Padding::Reflection: return body(Sampler<M, Padding::Reflection, D>{});
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown padding mode ", static_cast<int64_t>(padding));
+}
+
+/// Returns body(Sampler<mode, padding, D>{}).
+template <int D, typename F>
+decltype(auto) dispatch_sampler(Mode mode, Padding padding, const F& body) {
+  switch (mode) {
+    case Mode::Bilinear: return dispatch_padding<D, Mode::Bilinear>(padding, body);
+    case Mode::Nearest: return dispatch_padding<D, Mode::Nearest>(padding, body);
+    case Mode::Bicubic: return dispatch_padding<D, Mode::Bicubic>(padding, body);
+  }
+  TORCH_CHECK(false, "grid_encoder: unknown interpolation mode ", static_cast<int64_t>(mode));
+}
 
 }  // namespace grid_encoder

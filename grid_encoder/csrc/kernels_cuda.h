@@ -1,0 +1,62 @@
+// The CUDA launchers, one per kernel, as the host code (phases_cuda.cpp) sees them: raw views in, one kernel run on
+// the given stream. kernels_cuda.cuh defines them with their kernels; instantiations/*.cu instantiate them per dtype
+// and dimensionality. Neither this file nor kernels_cuda.cuh includes ATen's tensor headers: parsing those took
+// most of each instantiation file's compile time.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "point_work.h"
+
+namespace grid_encoder {
+
+/// The sampler's settings and the stream a launcher runs on.
+struct CudaLaunch {
+  Mode mode;
+  Padding padding;
+  cudaStream_t stream;
+};
+
+/// The binned scatter's buffers (see binned_scatter in phases_cuda.cpp and the kernels in kernels_cuda.cuh); a
+/// pair is one tap of one sample, numbered sample * taps + tap.
+template <typename scalar_t>
+struct BinnedBuffers {
+  int64_t positions = 0;                         // N * the input's spatial size: the target's positions
+  int64_t* position = nullptr;                   // [pairs] each pair's position, kept only for the stable sort
+  opmath_t<scalar_t>* coefficient = nullptr;     // [pairs] each pair's coefficient
+  int* count = nullptr;                          // [positions] pairs per position (zeroed before the first pass)
+  scalar_t* points = nullptr;                    // [N * P, C] grad_output, point-major
+  const int64_t* end = nullptr;                  // [positions] one past each position's range of the list
+  int64_t* list = nullptr;                       // [pairs] the pairs, filed by position
+};
+
+// Point-wise outputs: output; grad_grid; the double backward's d_grad_output and d_grid.
+template <typename scalar_t, int kDims>
+void launch_sample_output(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch);
+template <typename scalar_t, int kDims>
+void launch_grad_grid(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch);
+template <typename scalar_t, int kDims>
+void launch_double_backward_points(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch);
+
+// Scatters into grad_input or d_input (coefficients says which): by float atomics into a zeroed target, or binned
+// in three launches (pairs, filing unless a stable sort files them, sums).
+template <typename scalar_t, int kDims>
+void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients, CudaLaunch launch);
+template <typename scalar_t, int kDims>
+void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                          const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);
+template <typename scalar_t, int kDims>
+void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuffers<scalar_t>& buffers,
+                       CudaLaunch launch);
+template <typename scalar_t, int kDims>
+void launch_binned_sums(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                        const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);
+
+/// out[n, s, c] = in[n, c, s] for `items` = N * spatial (n, s) pairs (channels_last.cu).
+template <typename scalar_t>
+void launch_channels_last_copy(const scalar_t* in, scalar_t* out, int64_t channels, int64_t spatial, int64_t items,
+                               cudaStream_t stream);
+
+}  // namespace grid_encoder
