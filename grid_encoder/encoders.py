@@ -6,8 +6,10 @@
 Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
-fused kernels this interface is meant for (one pass over the points for all grids, features written point-major)
-are not written yet.
+glue around the calls is chosen to stay cheap at every order: the planes' coordinate columns are picked by
+_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the features leave in one
+permuting copy, and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks
+for zeros on the host).
 """
 import torch
 
@@ -36,8 +38,9 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     """
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
-    columns = [points[..., [a, b]] for a, b in axes]
-    return _sample("sample_planes", grids, columns, batched, reduce, mode, padding_mode, align_corners)
+    coords = _Columns.apply(points, tuple(i for pair in axes for i in pair))  # (.., P, 2K): plane k's at 2k, 2k+1
+    coords = coords.unflatten(-1, (len(axes), 2)).movedim(-2, -3)  # (.., K, P, 2)
+    return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 
 
 def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mode="zeros", align_corners=True):
@@ -57,7 +60,8 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
         raise ValueError(f"sample_volumes(): expected points of shape (P, 3) or (N, P, 3), got "
                          f"{_describe(points)}")
     grids, batched, count = _grids(volumes, "volumes", 3, None, points)
-    return _sample("sample_volumes", grids, [points] * count, batched, reduce, mode, padding_mode, align_corners)
+    coords = points.unsqueeze(-3).expand(*points.shape[:-2], count, *points.shape[-2:])  # (.., K, P, 3), a view
+    return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 
 
 def _describe(t):
@@ -110,32 +114,66 @@ def _grids(grids, name, dims, count, points):
     return (grids if stacked else [grid if batched else grid.unsqueeze(0) for grid in grids]), batched, k
 
 
-def _sample(function, grids, columns, batched, reduce, mode, padding_mode, align_corners):
-    """features[k] (N or 1, P, C_k) of grid k at its coordinates columns[k] ((N, P, d) or (P, d)), reduced."""
+class _Columns(torch.autograd.Function):
+    """points[..., columns] for a tuple of column indices (repeats allowed). Its gradient sums, for each column of
+    points, the gradients of the picks of it in order: a few additions, where indexing's gradient is a scatter that
+    sorts and waits for the device. Linear, so the gradient's own derivatives follow from the same operations."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(points, columns):
+        return torch.stack([points.select(-1, c) for c in columns], -1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        points, ctx.columns = inputs
+        ctx.width = points.shape[-1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        picks = grad.unbind(-1)
+        sums = [None] * ctx.width
+        for pick, column in zip(picks, ctx.columns):
+            sums[column] = pick if sums[column] is None else sums[column] + pick
+        zeros = torch.zeros_like(picks[0])
+        return torch.stack([zeros if s is None else s for s in sums], -1), None
+
+    @staticmethod
+    def jvp(ctx, tangent, _):
+        return _Columns.forward(tangent, ctx.columns)
+
+
+def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_corners):
+    """The grids read at coords ((N, K, P, d), or (K, P, d) unbatched; grid k at coords[..., k, :, :]) and
+    reduced: (N, P, F), or (P, F) unbatched."""
     if reduce not in _REDUCTIONS:
         raise ValueError(f"{function}(): reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
+    if not batched:
+        coords = coords.unsqueeze(0)
+    n, k, points, dims = coords.shape
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
-        n = grids.shape[0] if batched else 1
-        k = grids.shape[1] if batched else grids.shape[0]
-        coords = torch.stack(columns, 1 if batched else 0)  # (N, K, P, d) or (K, P, d)
-        dims = coords.shape[-1]
-        coords = coords.reshape(n * k, *[1] * (dims - 1), *coords.shape[-2:])  # (N * K, 1.., P, d)
         inputs = grids.reshape(n * k, *grids.shape[(2 if batched else 1):])  # (N * K, C, *spatial)
-        out = grid_sample(inputs, coords, mode, padding_mode, align_corners)  # (N * K, C, 1.., P)
-        features = list(out.reshape(n, k, out.shape[1], -1).transpose(-1, -2).unbind(1))  # K x (N, P, C)
+        out = grid_sample(inputs, coords.reshape(n * k, *[1] * (dims - 1), points, dims), mode, padding_mode,
+                          align_corners)  # (N * K, C, 1.., P)
+        features = out.reshape(n, k * out.shape[1], points)  # (N, K * C, P): concatenated
+        if reduce != "concat":
+            features = list(features.chunk(k, 1))  # K x (N, C, P)
     else:
         features = []
-        for grid, coords in zip(grids, columns):
-            coords = coords if batched else coords.unsqueeze(0)
-            coords = coords.reshape(coords.shape[0], *[1] * (grid.dim() - 3), *coords.shape[-2:])
-            out = grid_sample(grid, coords, mode, padding_mode, align_corners)  # (N, C, 1.., P)
-            features.append(out.reshape(out.shape[0], out.shape[1], -1).transpose(-1, -2))
-    if reduce == "concat":
-        result = torch.cat(features, -1)
-    else:
-        channels = [f.shape[-1] for f in features]
+        for index, grid in enumerate(grids):
+            out = grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode, padding_mode,
+                              align_corners)  # (N, C, 1.., P)
+            features.append(out.reshape(n, out.shape[1], points))
+        if reduce == "concat":
+            features = torch.cat(features, 1)
+    if reduce != "concat":
+        channels = [f.shape[1] for f in features]
         if len(set(channels)) != 1:
             raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
-        stacked = torch.stack(features)
-        result = {"sum": stacked.sum, "mean": stacked.mean, "product": stacked.prod}[reduce](0)
+        combined = features[0]
+        for f in features[1:]:
+            combined = combined * f if reduce == "product" else combined + f
+        features = combined / len(channels) if reduce == "mean" else combined
+    result = features.transpose(1, 2)  # point-major
     return (result if batched else result[0]).contiguous()
