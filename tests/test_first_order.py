@@ -114,14 +114,33 @@ def test_non_contiguous_inputs(device, mode, layout):
     assert_matches_torch(input, grid, mode, "reflection", False, **SAME_ARITHMETIC)
 
 
-def test_non_contiguous_grad_output(device):
+GRAD_OUTPUT_LAYOUTS = {  # (2, 3, 4, 5) gradients as they arrive from consumers of the output
+    "expanded": lambda t: t[:, :1].expand(2, 3, 4, 5),  # the gradient of a sum over channels
+    "point_major": lambda t: t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),  # of a permuted output
+    "transposed": lambda t: t.transpose(2, 3).contiguous().transpose(2, 3),  # points do not share one stride
+}
+
+
+@pytest.mark.parametrize("layout", GRAD_OUTPUT_LAYOUTS)
+def test_non_contiguous_grad_output(device, layout):
+    """Read in place where the points share one stride, copied where they do not: every order agrees with torch (first)
+    and with the same gradient made contiguous (second)."""
     input = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
     grid = random_grid(2, 4, 5, device=device).requires_grad_()
-    grad_output = torch.randn(2, 1, 4, 5, dtype=torch.float64, device=device).expand(2, 3, 4, 5)
+    grad_output = GRAD_OUTPUT_LAYOUTS[layout](torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device))
+    assert not grad_output.is_contiguous()
     ours = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), grad_output)
     theirs = torch.autograd.grad(F.grid_sample(input, grid, "bicubic", "border", align_corners=True),
                                  (input, grid), grad_output)
     for a, b in zip(ours, theirs):
+        assert_close(a, b, **SAME_ARITHMETIC)
+    second = []
+    for go in (grad_output, grad_output.contiguous()):
+        go = go.detach().requires_grad_()
+        first = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), go,
+                                    create_graph=True)
+        second.append(torch.autograd.grad(first[0].square().sum() + first[1].square().sum(), (go, input, grid)))
+    for a, b in zip(*second):
         assert_close(a, b, **SAME_ARITHMETIC)
 
 

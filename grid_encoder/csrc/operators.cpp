@@ -107,6 +107,15 @@ at::Tensor scatter_into_new_tensor(Problem& pb, const at::Tensor& input, Coeffic
   return target;
 }
 
+/// grad_output itself where its points (the output's spatial dimensions) flatten into one stride, as a gradient
+/// arriving point-major from a permuted output's consumer does; else a contiguous copy.
+at::Tensor as_points(const at::Tensor& grad_output, int64_t points) {
+  const std::array<int64_t, 3> shape{grad_output.size(0), grad_output.size(1), points};
+  const bool flattens =
+      at::detail::computeStride(grad_output.sizes(), grad_output.strides(), at::IntArrayRef(shape)).has_value();
+  return flattens ? grad_output : grad_output.contiguous();
+}
+
 /// The placeholder returned for an output that was not requested.
 at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
@@ -134,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_o
   const c10::DeviceGuard guard(input.device());
   const bool computes_grad_grid = output_mask[1] && !is_nearest(mode);  // nearest is piecewise constant
   Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/computes_grad_grid);
-  pb.grad_output = grad_output.contiguous();
+  pb.grad_output = as_points(grad_output, pb.points());
   at::Tensor grad_grid = not_requested(grid);
   if (computes_grad_grid) {
     grad_grid = pb.grad_grid = at::empty_like(pb.grid);
@@ -169,13 +178,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   const bool reads_input = grid_terms && (computes_d_grad_output || computes_d_grid);
 
   Problem pb = make_problem(input, grid, mode, padding, align_corners, reads_input);
-  pb.grad_output = grad_output.contiguous();
+  pb.grad_output = as_points(grad_output, pb.points());
   if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input);
   if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   at::Tensor d_grad_output = not_requested(input), d_input = not_requested(input), d_grid = not_requested(grid);
-  if (computes_d_grad_output) pb.d_grad_output = d_grad_output = at::empty_like(pb.grad_output);
-  else if (output_mask[0]) d_grad_output = at::zeros_like(pb.grad_output);
+  if (computes_d_grad_output) pb.d_grad_output = d_grad_output = at::empty(grad_output.sizes(), input.options());
+  else if (output_mask[0]) d_grad_output = at::zeros(grad_output.sizes(), input.options());
   if (computes_d_grid) pb.d_grid = d_grid = at::empty_like(pb.grid);
   else if (output_mask[2]) d_grid = at::zeros_like(pb.grid);
   if (computes_d_grad_output || computes_d_grid) launch<DoubleBackwardPoints>(pb);

@@ -109,14 +109,16 @@ C10_HOST_DEVICE inline T dot(const T (&coef)[kTaps], const T (&sums)[kTaps]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor views handed to the per-point functions. Images ([N, C, spatial...]) keep their own strides;
-// point tensors ([N, C, P] outputs) and grids ([N, P, kDims]) are contiguous.
+// Tensor views handed to the per-point functions. Images ([N, C, spatial...]) and point tensors ([N, C, P]: outputs
+// and their gradients, the output's spatial dimensions flattened) keep their own strides; grids ([N, P, kDims]) are
+// contiguous.
 
 template <typename scalar_t>
-struct PointsView {  // [N, C, P], contiguous
+struct PointsView {  // [N, C, P]
   scalar_t* data = nullptr;  // nullptr: tensor absent
-  C10_HOST_DEVICE scalar_t* element(int64_t n, int64_t c, int64_t p, int64_t channels, int64_t points) const {
-    return data + (n * channels + c) * points + p;
+  int64_t stride_n = 0, stride_c = 0, stride_p = 0;
+  C10_HOST_DEVICE scalar_t* element(int64_t n, int64_t c, int64_t p) const {
+    return data + n * stride_n + c * stride_c + p * stride_p;
   }
 };
 
@@ -159,21 +161,21 @@ C10_HOST_DEVICE inline PointTaps<opmath_t<scalar_t>, M, P, kDims> point_taps(con
 // point hold a span each, see kernels_cuda.cuh) and stores the total with store_grid_values.
 
 /// Reads a block of a [N, C, P] tensor at point p into value[j] (zeros where absent or past the end).
-template <typename T, typename scalar_t, typename Args>
-C10_HOST_DEVICE inline void load_points_block(const PointsView<scalar_t>& t, const Args& a, int64_t n, int64_t p,
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline void load_points_block(const PointsView<scalar_t>& t, int64_t n, int64_t p,
                                               ChannelBlock b, T (&value)[kChannelBlock]) {
 #pragma unroll
   for (int j = 0; j < kChannelBlock; ++j) {
-    value[j] = j < b.count ? static_cast<T>(*t.element(n, b.first + j, p, a.channels, a.points)) : T(0);
+    value[j] = j < b.count ? static_cast<T>(*t.element(n, b.first + j, p)) : T(0);
   }
 }
 
-template <typename scalar_t, typename T, typename Args>
-C10_HOST_DEVICE inline void store_points_block(const PointsView<scalar_t>& t, const Args& a, int64_t n, int64_t p,
+template <typename scalar_t, typename T>
+C10_HOST_DEVICE inline void store_points_block(const PointsView<scalar_t>& t, int64_t n, int64_t p,
                                                ChannelBlock b, const T (&value)[kChannelBlock]) {
 #pragma unroll
   for (int j = 0; j < kChannelBlock; ++j) {
-    if (j < b.count) *t.element(n, b.first + j, p, a.channels, a.points) = static_cast<scalar_t>(value[j]);
+    if (j < b.count) *t.element(n, b.first + j, p) = static_cast<scalar_t>(value[j]);
   }
 }
 
@@ -217,7 +219,7 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point, ChannelS
   for_each_block(span, [&](ChannelBlock b) {
     T value[kChannelBlock] = {};
     gather_block(weight, offsets, a.input, a.input.plane(n, b.first), b.count, value);
-    store_points_block(a.output, a, n, p, b, value);
+    store_points_block(a.output, n, p, b, value);
   });
 }
 
@@ -233,7 +235,7 @@ C10_HOST_DEVICE inline void grad_grid_point(const Args& a, int64_t point, Channe
   T go_dot_v[Taps::kTaps] = {};  // sum_c gO[c] V_k[c]
   for_each_block(span, [&](ChannelBlock b) {
     T go[kChannelBlock];
-    load_points_block(a.grad_output, a, n, p, b, go);
+    load_points_block(a.grad_output, n, p, b, go);
     tap_sums_block(go, offsets, a.input, a.input.plane(n, b.first), b.count, go_dot_v);
   });
   T weight_grad[kDims][Taps::kTaps];
@@ -278,11 +280,11 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point, 
       T dgo[kChannelBlock] = {};
       if (has_ggi) gather_block(weight, ggi_offsets, a.grad_grad_input, ggi, b.count, dgo);
       if (has_ggg) gather_block(along, input_offsets, a.input, v, b.count, dgo);
-      store_points_block(a.d_grad_output, a, n, p, b, dgo);
+      store_points_block(a.d_grad_output, n, p, b, dgo);
     }
     if (wants_d_grid) {
       T go[kChannelBlock];
-      load_points_block(a.grad_output, a, n, p, b, go);
+      load_points_block(a.grad_output, n, p, b, go);
       if (has_ggi) tap_sums_block(go, ggi_offsets, a.grad_grad_input, ggi, b.count, go_dot_ggi);
       if (has_ggg) tap_sums_block(go, input_offsets, a.input, v, b.count, go_dot_v);
     }

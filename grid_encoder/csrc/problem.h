@@ -3,9 +3,11 @@
 // run-time settings and tensors into the template parameters and raw views of point_work.h.
 #pragma once
 
+#include <ATen/TensorUtils.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cstdint>
 #include <type_traits>
 
@@ -24,7 +26,8 @@ struct Problem {
   at::Tensor input;            // [N, C, (D,) H, W], any strides (CUDA: the working copy the kernels read)
   at::Tensor grid;             // [N, (Do,) Ho, Wo, dims], contiguous; dims = 2 or 3
   at::Tensor output;           // [N, C, (Do,) Ho, Wo], contiguous (forward)
-  at::Tensor grad_output;      // like output, contiguous (backward, double backward)
+  at::Tensor grad_output;      // like output, any strides that flatten its points into one (backward, double
+                               // backward; a point-major gradient of a permuted output does)
   at::Tensor grad_input;       // like input (backward)
   at::Tensor grad_grid;        // like grid (backward)
   at::Tensor grad_grad_input;  // like input, any strides (double backward; the tangent: input_tangent)
@@ -109,9 +112,20 @@ ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
   return view;
 }
 
+/// t ([N, C, spatial...]) as [N, C, P]: its spatial dimensions must flatten into one stride (see as_points in
+/// operators.cpp).
 template <typename scalar_t>
-PointsView<scalar_t> points_view(const at::Tensor& t) {
-  return {t.defined() ? static_cast<scalar_t*>(t.data_ptr()) : nullptr};
+PointsView<scalar_t> points_view(const at::Tensor& t, int64_t points) {
+  PointsView<scalar_t> view;
+  if (!t.defined()) return view;
+  const std::array<int64_t, 3> shape{t.size(0), t.size(1), points};
+  const auto strides = at::detail::computeStride(t.sizes(), t.strides(), at::IntArrayRef(shape));
+  TORCH_INTERNAL_ASSERT(strides.has_value(), "grid_encoder: a point tensor's points do not share one stride");
+  view.data = static_cast<scalar_t*>(t.data_ptr());
+  view.stride_n = (*strides)[0];
+  view.stride_c = (*strides)[1];
+  view.stride_p = (*strides)[2];
+  return view;
 }
 
 template <typename scalar_t>
@@ -129,13 +143,13 @@ SampleArgs<scalar_t, kDims> make_args(const Problem& pb) {
   a.align_corners = pb.align_corners;
   a.grid = data_or_null<const scalar_t>(pb.grid);
   a.input = image_view<const scalar_t, kDims>(pb.input);
-  a.output = points_view<scalar_t>(pb.output);
-  a.grad_output = points_view<const scalar_t>(pb.grad_output);
+  a.output = points_view<scalar_t>(pb.output, a.points);
+  a.grad_output = points_view<const scalar_t>(pb.grad_output, a.points);
   a.grad_input = image_view<scalar_t, kDims>(pb.grad_input);
   a.grad_grid = data_or_null<scalar_t>(pb.grad_grid);
   a.grad_grad_input = image_view<const scalar_t, kDims>(pb.grad_grad_input);
   a.grad_grad_grid = data_or_null<const scalar_t>(pb.grad_grad_grid);
-  a.d_grad_output = points_view<scalar_t>(pb.d_grad_output);
+  a.d_grad_output = points_view<scalar_t>(pb.d_grad_output, a.points);
   a.d_input = image_view<scalar_t, kDims>(pb.d_input);
   a.d_grid = data_or_null<scalar_t>(pb.d_grid);
   return a;
