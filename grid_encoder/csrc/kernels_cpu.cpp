@@ -1,184 +1,30 @@
-// The CPU launchers of the phases in problem.h: loops around the per-point work of point_work.h, and the CPU's
-// scatter into input-shaped gradients.
-//
-// Point-wise outputs (output, grad_grid, d_grad_output, d_grid) are split over points. Scatter targets
-// (grad_input, d_input) are split over (batch, channel) pairs instead: each thread owns the channels it writes, so
-// accumulation needs no atomics and the result does not depend on timing.
+// The CPU launchers of the phases in problem.h: each runs the kernels of kernels_cpu.h for the problem's dtype.
+// The float kernels are instantiated here, the double ones in instantiations/cpu_f64.cpp: two files that ninja
+// compiles in parallel.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
-#include <algorithm>
-
-#include "problem.h"
+#include "kernels_cpu.h"
 
 namespace grid_encoder {
-namespace {
 
-/// Work items of about this many multiply-adds per thread task.
-constexpr int64_t kGrainWork = 1 << 12;
-
-/// Calls body(point) for every (n, p) pair, in parallel.
-template <typename F>
-void for_each_point(const Problem& pb, int64_t work_per_point, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_point));
-  at::parallel_for(0, pb.sample_count(), grain, [&](int64_t begin, int64_t end) {
-    for (int64_t point = begin; point < end; ++point) body(point);
-  });
-}
-
-/// Calls body(first, count) for runs of at most max_count points [first, first + count) of one batch item each,
-/// covering every (n, p) pair, in parallel.
-template <typename F>
-void for_each_run(const Problem& pb, int64_t work_per_point, int max_count, const F& body) {
-  const int64_t points = pb.points();
-  const int64_t grain = std::max<int64_t>(max_count, kGrainWork / std::max<int64_t>(1, work_per_point));
-  at::parallel_for(0, pb.sample_count(), grain, [&](int64_t begin, int64_t end) {
-    for (int64_t first = begin; first < end;) {
-      const int64_t batch_end = (first / points + 1) * points;
-      const int count = static_cast<int>(std::min<int64_t>({end, batch_end, first + max_count}) - first);
-      body(first, count);
-      first += count;
-    }
-  });
-}
-
-/// Calls body(point, begin, end) with the channels [begin, end) of the point that this thread owns, so that every
-/// (n, c) pair belongs to exactly one thread.
-template <typename F>
-void for_each_channel_owner(const Problem& pb, const F& body) {
-  const int64_t channels = pb.channels(), points = pb.points();
-  if (channels == 0 || points == 0) return;
-  at::parallel_for(0, pb.batch() * channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin / channels; n * channels < end; ++n) {
-      const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
-      const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
-      for (int64_t p = 0; p < points; ++p) body(n * points + p, c_begin, c_end);
-    }
-  });
-}
-
-/// Points the CPU forward takes at a time (see forward_run).
-constexpr int kForwardRun = 16;
-
-/// output[n, c, p] = sum_k W_k V_k[n, c] (forward_point's math) for the points [first, first + count) of one batch
-/// item: their taps first, then channel by channel. A point's channels lie a plane apart, so that point by point
-/// the output lines of all channels compete for one cache set; run by run, each channel's stores are contiguous.
-/// A tap outside the input reads offset 0 and adds a selected zero, so that the channel loop has no branches (a
-/// product with zero would turn an infinite value at offset 0 into NaN).
-template <typename scalar_t, Mode M, Padding P, int kDims>
-void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
-  using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, M, P, kDims>;
-  int64_t offset[kForwardRun][Taps::kTaps];
-  T weight[kForwardRun][Taps::kTaps];
-  bool inside[kForwardRun][Taps::kTaps];
-  for (int i = 0; i < count; ++i) {
-    const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
-    const TapOffsets<Taps::kTaps> offsets = taps.offsets(a.input.stride);
-    taps.weights(weight[i]);
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      inside[i][k] = offsets.inside[k];
-      offset[i][k] = offsets.inside[k] ? offsets.offset[k] : 0;
-    }
-  }
-  const int64_t n = first / a.points;
-  const scalar_t* plane = a.input.plane(n, 0);
-  scalar_t* out = a.output.element(n, 0, first % a.points, a.channels, a.points);
-  for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, out += a.points) {
-    for (int i = 0; i < count; ++i) {
-      T value = 0;
-      for (int k = 0; k < Taps::kTaps; ++k) {
-        const T tap = static_cast<T>(plane[offset[i][k]]);
-        value += inside[i][k] ? weight[i][k] * tap : T(0);
-      }
-      out[i] = static_cast<scalar_t>(value);
-    }
-  }
-}
-
-/// target[n, c, tap k] += coefficient[k] * grad_output[n, c, p] for the channels [begin, end) of one point: its
-/// share of ScatterIntoInput (the coefficients: scatter_coefficients).
-template <typename scalar_t, Mode M, Padding P, int kDims>
-void scatter_point(const SampleArgs<scalar_t, kDims>& a, int64_t point, int64_t begin, int64_t end,
-                   Coefficients coefficients) {
-  using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, M, P, kDims>;
-  const auto& target = coefficients == Coefficients::Weights ? a.grad_input : a.d_input;
-  const int64_t n = point / a.points, p = point % a.points;
-  const Taps taps = point_taps<scalar_t, M, P, kDims>(a, point);
-  const TapOffsets<Taps::kTaps> offsets = taps.offsets(target.stride);
-  T coefficient[Taps::kTaps];
-  scatter_coefficients<kDims>(a, point, taps, coefficients, coefficient);
-  for (int64_t c = begin; c < end; ++c) {
-    const T go = static_cast<T>(*a.grad_output.element(n, c, p, a.channels, a.points));
-    scalar_t* plane = target.plane(n, c);
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      if (offsets.inside[k]) plane[offsets.offset[k]] += static_cast<scalar_t>(coefficient[k] * go);
-    }
-  }
-}
-
-/// Calls body(scalar_t(), Sampler<...>()) for the problem's dtype (float32 or float64), dimensionality, mode and
-/// padding.
-template <typename F>
-void dispatch_cpu(const Problem& pb, const F& body) {
-  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu", [&] {
-    const auto with_sampler = [&](auto sampler) { body(scalar_t(), sampler); };
-    pb.dims() == 3 ? dispatch_sampler<3>(pb.mode, pb.padding, with_sampler)
-                   : dispatch_sampler<2>(pb.mode, pb.padding, with_sampler);
-  });
-}
-
-}  // namespace
+template struct CpuPhases<float>;
 
 void SampleOutput::cpu(const Problem& pb) {
-  dispatch_cpu(pb, [&](auto scalar, auto sampler) {
-    using scalar_t = decltype(scalar);
-    using S = decltype(sampler);
-    const auto args = make_args<scalar_t, S::kDims>(pb);
-    for_each_run(pb, pb.channels() * S::kTaps, kForwardRun, [&](int64_t first, int count) {
-      forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu", [&] { CpuPhases<scalar_t>::sample_output(pb); });
 }
 
 void GradGrid::cpu(const Problem& pb) {
-  dispatch_cpu(pb, [&](auto scalar, auto sampler) {
-    using scalar_t = decltype(scalar);
-    using S = decltype(sampler);
-    const auto args = make_args<scalar_t, S::kDims>(pb);
-    const ChannelSpan all = channel_range(0, pb.channels());
-    for_each_point(pb, pb.channels() * S::kTaps * S::kDims, [&](int64_t point) {
-      opmath_t<scalar_t> grad_grid[S::kDims] = {};
-      grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, grad_grid);
-      store_grid_values(args.grad_grid, point, grad_grid);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu", [&] { CpuPhases<scalar_t>::grad_grid(pb); });
 }
 
 void DoubleBackwardPoints::cpu(const Problem& pb) {
-  dispatch_cpu(pb, [&](auto scalar, auto sampler) {
-    using scalar_t = decltype(scalar);
-    using S = decltype(sampler);
-    const auto args = make_args<scalar_t, S::kDims>(pb);
-    const ChannelSpan all = channel_range(0, pb.channels());
-    for_each_point(pb, pb.channels() * S::kTaps * (S::kDims + 1) * 2, [&](int64_t point) {
-      opmath_t<scalar_t> d_grid[S::kDims] = {};
-      double_backward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, d_grid);
-      if (args.d_grid != nullptr) store_grid_values(args.d_grid, point, d_grid);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu",
+                             [&] { CpuPhases<scalar_t>::double_backward_points(pb); });
 }
 
 void ScatterIntoInput::cpu(const Problem& pb, Coefficients coefficients) {
-  dispatch_cpu(pb, [&](auto scalar, auto sampler) {
-    using scalar_t = decltype(scalar);
-    using S = decltype(sampler);
-    const auto args = make_args<scalar_t, S::kDims>(pb);
-    for_each_channel_owner(pb, [&](int64_t point, int64_t begin, int64_t end) {
-      scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cpu",
+                             [&] { CpuPhases<scalar_t>::scatter_into_input(pb, coefficients); });
 }
 
 }  // namespace grid_encoder

@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = lane.point / args.points, p = lane.point % args.points;
     for_each_block(lane.span, [&](ChannelBlock b) {
       scalar_t go[kChannelBlock];
-      load_points_block(args.grad_output, args, n, p, b, go);
+      load_points_block(args.grad_output, n, p, b, go);
       store_block(points + lane.point * args.channels + b.first, 1, b.count, point_words, go);
     });
     if (!lane.first()) return;
@@ -280,7 +280,7 @@ __global__ void __launch_bounds__(kThreads)
     scatter_coefficients<kDims>(args, lane.point, taps, coefficients, coefficient);
     for_each_block(lane.span, [&](ChannelBlock b) {
       T go[kChannelBlock];
-      load_points_block(args.grad_output, args, n, p, b, go);
+      load_points_block(args.grad_output, n, p, b, go);
       scalar_t* plane = target.plane(n, b.first);
 #pragma unroll(unroll_taps(Taps::kTaps))
       for (int k = 0; k < Taps::kTaps; ++k) {
