@@ -1,12 +1,14 @@
 """Forward and first-order gradients equal torch.nn.functional.grid_sample, for images and volumes (torch has no
 tricubic: that equals the reference here, and torch's bicubic on a volume of depth 1)."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
 from helpers import (PADDINGS, REORDERED_SUMS, RESULT_NAMES, SAME_ARITHMETIC, SETTING_IDS, SETTINGS,
-                     first_and_second_order, first_order, random_grid)
+                     deterministic_algorithms, first_and_second_order, first_order, random_grid)
 from grid_encoder import grid_sample
 from grid_encoder.reference import grid_sample_reference
 
@@ -121,25 +123,28 @@ GRAD_OUTPUT_LAYOUTS = {  # (2, 3, 4, 5) gradients as they arrive from consumers 
 }
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
 @pytest.mark.parametrize("layout", GRAD_OUTPUT_LAYOUTS)
-def test_non_contiguous_grad_output(device, layout):
+def test_non_contiguous_grad_output(device, layout, deterministic):
     """Read in place where the points share one stride, copied where they do not: every order agrees with torch (first)
-    and with the same gradient made contiguous (second)."""
+    and with the same gradient made contiguous (second). Under deterministic algorithms CUDA's input gradients take
+    the binned scatter instead of atomics."""
     input = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
     grid = random_grid(2, 4, 5, device=device).requires_grad_()
     grad_output = GRAD_OUTPUT_LAYOUTS[layout](torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device))
     assert not grad_output.is_contiguous()
-    ours = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), grad_output)
     theirs = torch.autograd.grad(F.grid_sample(input, grid, "bicubic", "border", align_corners=True),
                                  (input, grid), grad_output)
+    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        ours = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), grad_output)
+        second = []
+        for go in (grad_output, grad_output.contiguous()):
+            go = go.detach().requires_grad_()
+            first = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), go,
+                                        create_graph=True)
+            second.append(torch.autograd.grad(first[0].square().sum() + first[1].square().sum(), (go, input, grid)))
     for a, b in zip(ours, theirs):
         assert_close(a, b, **SAME_ARITHMETIC)
-    second = []
-    for go in (grad_output, grad_output.contiguous()):
-        go = go.detach().requires_grad_()
-        first = torch.autograd.grad(grid_sample(input, grid, "bicubic", "border"), (input, grid), go,
-                                    create_graph=True)
-        second.append(torch.autograd.grad(first[0].square().sum() + first[1].square().sum(), (go, input, grid)))
     for a, b in zip(*second):
         assert_close(a, b, **SAME_ARITHMETIC)
 
