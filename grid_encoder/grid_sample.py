@@ -27,6 +27,7 @@ from . import _build
 
 _build.load()
 _ops = torch.ops.grid_encoder
+_forward = _ops.grid_sample_forward.default  # the overload itself: a call skips the packet's lookup
 
 from . import transforms  # noqa: E402  (needs the operators loaded)
 
@@ -35,7 +36,6 @@ _is_compiling = torch.compiler.is_compiling
 _forward_ad = torch.autograd.forward_ad
 _REDUCED = (torch.float16, torch.bfloat16)
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_DEVICE_TYPES = ("cpu", "cuda", "meta")
 _any_autocast_enabled = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 _ALIGN_CORNERS_WARNING = (
     "grid_sample(): align_corners=None means False, as in torch.nn.functional.grid_sample (whose default it is); "
@@ -75,13 +75,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         with torch.autocast(input.device.type, enabled=False):
             return grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners)
     _check_arguments(input, grid, mode, padding_mode, align_corners)
-    if input.dtype in _REDUCED and input.device.type == "cpu":  # computed in float32, returned in the dtype
+    if input.dtype in _REDUCED and input.is_cpu:  # computed in float32, returned in the dtype
         return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
     settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
     # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
     if not _is_compiling() and (_functorch_transforms_active() or _forward_ad._current_level >= 0):
         return transforms.Sample.apply(input, grid, settings)
-    return _ops.grid_sample_forward(input, grid, *settings)
+    return _forward(input, grid, *settings)
 
 
 def _autocast_enabled(input, grid):
@@ -94,9 +94,9 @@ def _float32(t):
 
 
 def _check_arguments(input, grid, mode, padding_mode, align_corners):
-    for name, t in (("input", input), ("grid", grid)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"grid_sample(): expected {name} to be a torch.Tensor, got {type(t).__name__}")
+    if not (isinstance(input, torch.Tensor) and isinstance(grid, torch.Tensor)):
+        name, t = ("input", input) if not isinstance(input, torch.Tensor) else ("grid", grid)
+        raise TypeError(f"grid_sample(): expected {name} to be a torch.Tensor, got {type(t).__name__}")
     if mode not in _MODES:
         raise ValueError(f"grid_sample(): mode must be 'bilinear', 'nearest' or 'bicubic', got {mode!r}")
     if padding_mode not in _PADDING:
@@ -128,12 +128,18 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
             raise TypeError(f"grid_sample(): expected input and grid of the same dtype, got input of dtype "
                             f"{dtype} and grid of dtype {grid_dtype}")
         raise TypeError(f"grid_sample(): expected float32, float64, float16 or bfloat16, got {dtype}")
-    device = input.device
-    if device != grid.device:
+    # is_cuda, is_cpu and get_device() are read faster than .device (this runs on every call)
+    if input.is_cuda:
+        same_device = grid.is_cuda and input.get_device() == grid.get_device()
+    elif input.is_cpu:
+        same_device = grid.is_cpu
+    else:
+        same_device = input.device == grid.device
+    if not same_device:
         raise ValueError(f"grid_sample(): expected input and grid on the same device, got input on "
-                         f"{device} and grid on {grid.device}")
-    if device.type not in _DEVICE_TYPES:
-        raise ValueError(f"grid_sample(): expected CPU, CUDA or meta tensors, got tensors on {device}")
+                         f"{input.device} and grid on {grid.device}")
+    if not (input.is_cuda or input.is_cpu or input.is_meta):
+        raise ValueError(f"grid_sample(): expected CPU, CUDA or meta tensors, got tensors on {input.device}")
 
 
 # ----------------------------------------------------------------------------------------------
