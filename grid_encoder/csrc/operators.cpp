@@ -110,10 +110,7 @@ at::Tensor scatter_into_new_tensor(Problem& pb, const at::Tensor& input, Coeffic
 /// grad_output itself where its points (the output's spatial dimensions) flatten into one stride, as a gradient
 /// arriving point-major from a permuted output's consumer does; else a contiguous copy.
 at::Tensor as_points(const at::Tensor& grad_output, int64_t points) {
-  const std::array<int64_t, 3> shape{grad_output.size(0), grad_output.size(1), points};
-  const bool flattens =
-      at::detail::computeStride(grad_output.sizes(), grad_output.strides(), at::IntArrayRef(shape)).has_value();
-  return flattens ? grad_output : grad_output.contiguous();
+  return point_strides(grad_output, points).has_value() ? grad_output : grad_output.contiguous();
 }
 
 /// The placeholder returned for an output that was not requested.

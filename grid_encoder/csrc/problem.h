@@ -112,14 +112,20 @@ ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
   return view;
 }
 
+/// The strides of t ([N, C, spatial...]) viewed as [N, C, P], if its spatial dimensions (P points in all)
+/// flatten into one stride; else none.
+inline auto point_strides(const at::Tensor& t, int64_t points) {
+  const std::array<int64_t, 3> shape{t.size(0), t.size(1), points};
+  return at::detail::computeStride(t.sizes(), t.strides(), at::IntArrayRef(shape));
+}
+
 /// t ([N, C, spatial...]) as [N, C, P]: its spatial dimensions must flatten into one stride (see as_points in
 /// operators.cpp).
 template <typename scalar_t>
 PointsView<scalar_t> points_view(const at::Tensor& t, int64_t points) {
   PointsView<scalar_t> view;
   if (!t.defined()) return view;
-  const std::array<int64_t, 3> shape{t.size(0), t.size(1), points};
-  const auto strides = at::detail::computeStride(t.sizes(), t.strides(), at::IntArrayRef(shape));
+  const auto strides = point_strides(t, points);
   TORCH_INTERNAL_ASSERT(strides.has_value(), "grid_encoder: a point tensor's points do not share one stride");
   view.data = static_cast<scalar_t*>(t.data_ptr());
   view.stride_n = (*strides)[0];
