@@ -136,8 +136,7 @@ class _Columns(torch.autograd.Function):
         sums = [None] * ctx.width
         for pick, column in zip(picks, ctx.columns):
             sums[column] = pick if sums[column] is None else sums[column] + pick
-        zeros = torch.zeros_like(picks[0])
-        return torch.stack([zeros if s is None else s for s in sums], -1), None
+        return torch.stack([torch.zeros_like(picks[0]) if s is None else s for s in sums], -1), None
 
     @staticmethod
     def jvp(ctx, tangent, _):
@@ -165,15 +164,15 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
             out = grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode, padding_mode,
                               align_corners)  # (N, C, 1.., P)
             features.append(out.reshape(n, out.shape[1], points))
-        if reduce == "concat":
-            features = torch.cat(features, 1)
-    if reduce != "concat":
+    if reduce == "concat":  # point-major in one copy
+        result = (features.transpose(1, 2) if isinstance(features, torch.Tensor)
+                  else torch.cat([f.transpose(1, 2) for f in features], -1))
+    else:
         channels = [f.shape[1] for f in features]
         if len(set(channels)) != 1:
             raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
         combined = features[0]
         for f in features[1:]:
             combined = combined * f if reduce == "product" else combined + f
-        features = combined / len(channels) if reduce == "mean" else combined
-    result = features.transpose(1, 2)  # point-major
+        result = (combined / len(channels) if reduce == "mean" else combined).transpose(1, 2)  # point-major
     return (result if batched else result[0]).contiguous()
