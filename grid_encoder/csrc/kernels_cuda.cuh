@@ -85,20 +85,26 @@ __device__ inline void sum_over_lanes(T (&value)[kDims], int lanes) {
 template <Mode M, int kDims>
 constexpr int kMinBlocks = M == Mode::Bicubic ? 1 : kDims == 3 ? 3 : 4;
 
+// The kernels take their sampler S (mode, padding, dimensionality) as a Sampler<...> of taps.h.
+
 // args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<M, kDims>) forward_kernel(const Args args, int lanes) {
+template <typename scalar_t, typename S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
+    forward_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes) {
   for_each_lane(args, lanes, [&](Lane lane) {
-    if (lane.active) forward_point<scalar_t, M, P, kDims>(args, lane.point, lane.span);
+    if (lane.active) forward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span);
   });
 }
 
 // args: grad_output [N, C, P]; writes grad_grid [N, P, dims]
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<M, kDims>) grad_grid_kernel(const Args args, int lanes) {
+template <typename scalar_t, typename S>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
+    grad_grid_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes) {
   for_each_lane(args, lanes, [&](Lane lane) {
-    opmath_t<scalar_t> grad_grid[kDims] = {};
-    if (lane.active) grad_grid_point<scalar_t, M, P, kDims>(args, lane.point, lane.span, grad_grid);
+    opmath_t<scalar_t> grad_grid[S::kDims] = {};
+    if (lane.active) {
+      grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span, grad_grid);
+    }
     sum_over_lanes(grad_grid, lanes);
     if (lane.active && lane.first()) store_grid_values(args.grad_grid, lane.point, grad_grid);
   });
@@ -106,12 +112,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<M, kDims>) grad_grid_kern
 
 // args: grad_grad_input / grad_grad_grid (either may be absent), grad_output; writes the requested
 // d_grad_output [N, C, P] and d_grid [N, P, dims]
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<M, kDims> + 1) / 2)
-    double_backward_kernel(const Args args, int lanes) {
+template <typename scalar_t, typename S>
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<S::kMode, S::kDims> + 1) / 2)
+    double_backward_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes) {
   for_each_lane(args, lanes, [&](Lane lane) {
-    opmath_t<scalar_t> d_grid[kDims] = {};
-    if (lane.active) double_backward_point<scalar_t, M, P, kDims>(args, lane.point, lane.span, d_grid);
+    opmath_t<scalar_t> d_grid[S::kDims] = {};
+    if (lane.active) {
+      double_backward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span, d_grid);
+    }
     if (args.d_grid != nullptr) {
       sum_over_lanes(d_grid, lanes);
       if (lane.active && lane.first()) store_grid_values(args.d_grid, lane.point, d_grid);
@@ -176,23 +184,27 @@ __device__ inline void store_block(scalar_t* target, int64_t stride_c, int count
 
 /// The pass over the samples before the scan. `lanes` threads per sample copy its grad_output channels into
 /// `points` ([N * P, C], point-major: reads of neighbouring points and writes of neighbouring channels both fill
-/// whole sectors); the first lane writes the coefficients of the sample's taps and counts them per position (and
-/// keeps their positions where `position` is given).
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+/// whole sectors) unless it is null; the first lane writes the coefficients of the sample's taps and counts them
+/// per position (and keeps their positions where `position` is given).
+template <typename scalar_t, typename S>
 __global__ void __launch_bounds__(kThreads)
-    scatter_pairs_kernel(const Args args, int lanes, Coefficients coefficients, int64_t* position,
-                         opmath_t<scalar_t>* coefficient, int* count, scalar_t* points, bool point_words) {
-  using Taps = PointTaps<opmath_t<scalar_t>, M, P, kDims>;
+    scatter_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes, Coefficients coefficients,
+                         int64_t* position, opmath_t<scalar_t>* coefficient, int* count, scalar_t* points,
+                         bool point_words) {
+  constexpr int kDims = S::kDims;
+  using Taps = PointTaps<opmath_t<scalar_t>, S::kMode, S::kPadding, kDims>;
   for_each_lane(args, lanes, [&](Lane lane) {
     if (!lane.active) return;
     const int64_t n = lane.point / args.points, p = lane.point % args.points;
-    for_each_block(lane.span, [&](ChannelBlock b) {
-      scalar_t go[kChannelBlock];
-      load_points_block(args.grad_output, n, p, b, go);
-      store_block(points + lane.point * args.channels + b.first, 1, b.count, point_words, go);
-    });
+    if (points != nullptr) {
+      for_each_block(lane.span, [&](ChannelBlock b) {
+        scalar_t go[kChannelBlock];
+        load_points_block(args.grad_output, n, p, b, go);
+        store_block(points + lane.point * args.channels + b.first, 1, b.count, point_words, go);
+      });
+    }
     if (!lane.first()) return;
-    const Taps taps = point_taps<scalar_t, M, P, kDims>(args, lane.point);
+    const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, lane.point);
     opmath_t<scalar_t> coef[Taps::kTaps];
     scatter_coefficients<kDims>(args, lane.point, taps, coefficients, coef);
 #pragma unroll(unroll_taps(Taps::kTaps))
@@ -208,12 +220,13 @@ __global__ void __launch_bounds__(kThreads)
 /// list[the next free slot of its position's range] = pair (sample * taps + tap), for every tap inside; one thread
 /// per sample (one per pair, recomputing the sample's taps each, measured 1.6x slower). end[q]: one past the range
 /// of position q; count[q] (the number of pairs of q) counts down to 0 as they are filed.
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
-__global__ void __launch_bounds__(kThreads) file_pairs_kernel(const Args args, const int64_t* end, int* count,
-                                                              int64_t* list) {
-  using Taps = PointTaps<opmath_t<scalar_t>, M, P, kDims>;
+template <typename scalar_t, typename S>
+__global__ void __launch_bounds__(kThreads)
+    file_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, const int64_t* end, int* count, int64_t* list) {
+  constexpr int kDims = S::kDims;
+  using Taps = PointTaps<opmath_t<scalar_t>, S::kMode, S::kPadding, kDims>;
   for_each_item(args.batch * args.points, [&](int64_t point) {
-    const Taps taps = point_taps<scalar_t, M, P, kDims>(args, point);
+    const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, point);
 #pragma unroll(unroll_taps(Taps::kTaps))
     for (int k = 0; k < Taps::kTaps; ++k) {
       const int64_t q = tap_position<kDims>(args, point, taps, k);
@@ -223,14 +236,15 @@ __global__ void __launch_bounds__(kThreads) file_pairs_kernel(const Args args, c
 }
 
 /// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
-/// target[n, c, pixel] = sum over the pairs filed for q of coefficient * grad_output[n, p, c], where
-/// grad_output_points is grad_output as [N, P, C] (each point's channels contiguous) and the pair's sample is
-/// n * P + p = pair / taps.
-template <typename scalar_t, int kDims, typename Args>
+/// target[n, c, pixel] = sum over the pairs filed for q of coefficient * grad_output[n, c, p], where the pair's
+/// sample is n * P + p = pair / taps and grad_output's channels of (n, p) are the row at rows + n * row_stride_n
+/// + p * row_stride_p (contiguous).
+template <typename scalar_t, int kDims>
 __global__ void __launch_bounds__(kThreads)
-    binned_sums_kernel(const Args args, ImageView<scalar_t, kDims> target, int64_t positions, int taps, int lanes,
+    binned_sums_kernel(const SampleArgs<scalar_t, kDims> args, ImageView<scalar_t, kDims> target, int64_t positions,
+                       int taps, int lanes,
                        const int64_t* end, const int64_t* list, const opmath_t<scalar_t>* coefficient,
-                       const scalar_t* grad_output_points, bool point_words) {
+                       const scalar_t* rows, int64_t row_stride_n, int64_t row_stride_p, bool row_words) {
   using acc_t = opmath_t<scalar_t>;
   for_each_item(positions * lanes, [&](int64_t item) {
     const int64_t q = item / lanes;
@@ -242,14 +256,16 @@ __global__ void __launch_bounds__(kThreads)
       offset += (rest % args.size[e]) * target.stride[e];
       rest /= args.size[e];
     }
-    const int64_t n = rest;
+    const int64_t n = rest, first_sample = n * args.points;
+    const scalar_t* batch_rows = rows + n * row_stride_n;
     for_each_block(ChannelSpan{lane * kChannelBlock, args.channels, lanes * kChannelBlock}, [&](ChannelBlock b) {
       acc_t sum[kChannelBlock] = {};
       for (int64_t i = first; i < stop; ++i) {
-        const int64_t pair = list[i];
+        const int64_t pair = list[i], sample = pair / taps;
         const acc_t coef = coefficient[pair];
+        const scalar_t* row = batch_rows + (sample - first_sample) * row_stride_p;  // the sample is in batch item n
         acc_t go[kChannelBlock];
-        load_block(grad_output_points + (pair / taps) * args.channels + b.first, 1, b.count, point_words, go);
+        load_block(row + b.first, 1, b.count, row_words, go);
 #pragma unroll
         for (int j = 0; j < kChannelBlock; ++j) sum[j] += coef * go[j];
       }
@@ -265,16 +281,17 @@ __global__ void __launch_bounds__(kThreads)
 
 /// target[n, c, tap k] += coefficient_k * grad_output[n, c, p] by atomics, `lanes` threads per sample splitting
 /// its channel blocks (target: args.grad_input or args.d_input, zeroed).
-template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+template <typename scalar_t, typename S>
 __global__ void __launch_bounds__(kThreads)
-    atomic_scatter_kernel(const Args args, int lanes, Coefficients coefficients) {
+    atomic_scatter_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes, Coefficients coefficients) {
+  constexpr int kDims = S::kDims;
   using T = opmath_t<scalar_t>;
-  using Taps = PointTaps<T, M, P, kDims>;
+  using Taps = PointTaps<T, S::kMode, S::kPadding, kDims>;
   const ImageView<scalar_t, kDims>& target = coefficients == Coefficients::Weights ? args.grad_input : args.d_input;
   for_each_lane(args, lanes, [&](Lane lane) {
     if (!lane.active) return;
     const int64_t n = lane.point / args.points, p = lane.point % args.points;
-    const Taps taps = point_taps<scalar_t, M, P, kDims>(args, lane.point);
+    const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, lane.point);
     const TapOffsets<Taps::kTaps> offsets = taps.offsets(target.stride);
     T coefficient[Taps::kTaps];
     scatter_coefficients<kDims>(args, lane.point, taps, coefficients, coefficient);
@@ -298,67 +315,52 @@ __global__ void __launch_bounds__(kThreads)
 
 // The launchers of kernels_cuda.h. A sampler-templated kernel is chosen by the launch's mode and padding.
 
+/// Launches the kernel that pick(sampler) names for the launch's sampler, lanes_per_point threads per sample.
+template <int kDims, typename Pick, typename... Args>
+void launch_sampler_lanes(CudaLaunch launch, const Pick& pick, const Args&... args) {
+  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
+    launch_lanes<decltype(s)::kTaps>(launch.stream, pick(s), args...);
+  });
+}
+
 template <typename scalar_t, int kDims>
 void launch_sample_output(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
-  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_lanes<S::kTaps>(launch.stream, forward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                           args);
-  });
+  launch_sampler_lanes<kDims>(launch, [](auto s) { return forward_kernel<scalar_t, decltype(s)>; }, args);
 }
 
 template <typename scalar_t, int kDims>
 void launch_grad_grid(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
-  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_lanes<S::kTaps>(launch.stream, grad_grid_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                           args);
-  });
+  launch_sampler_lanes<kDims>(launch, [](auto s) { return grad_grid_kernel<scalar_t, decltype(s)>; }, args);
 }
 
 template <typename scalar_t, int kDims>
 void launch_double_backward_points(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
-  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_lanes<S::kTaps>(launch.stream,
-                           double_backward_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args);
-  });
+  launch_sampler_lanes<kDims>(launch, [](auto s) { return double_backward_kernel<scalar_t, decltype(s)>; }, args);
 }
 
 template <typename scalar_t, int kDims>
 void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
-  dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_lanes<S::kTaps>(launch.stream,
-                           atomic_scatter_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args,
-                           coefficients);
-  });
+  launch_sampler_lanes<kDims>(launch, [](auto s) { return atomic_scatter_kernel<scalar_t, decltype(s)>; }, args,
+                              coefficients);
 }
 
 template <typename scalar_t, int kDims>
 void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
                           const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
+  // lanes split the copy of grad_output; without one, a thread per sample
+  const int lanes = buffers.points != nullptr ? lanes_per_point(args.channels, 1) : 1;
   dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_lanes<1>(launch.stream, scatter_pairs_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>,
-                    args, coefficients, buffers.position, buffers.coefficient, buffers.count, buffers.points,
-                    rows_are_whole_words<scalar_t>(args.channels));
+    launch_items((args.batch * args.points * lanes + 31) / 32 * 32, launch.stream,
+                 scatter_pairs_kernel<scalar_t, decltype(s)>, args, lanes, coefficients, buffers.position,
+                 buffers.coefficient, buffers.count, buffers.points, rows_are_whole_words<scalar_t>(args.channels));
   });
 }
 
 template <typename scalar_t, int kDims>
 void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuffers<scalar_t>& buffers,
                        CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
   dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    using S = decltype(s);
-    launch_items(args.batch * args.points, launch.stream,
-                 file_pairs_kernel<scalar_t, S::kMode, S::kPadding, kDims, Args>, args,
+    launch_items(args.batch * args.points, launch.stream, file_pairs_kernel<scalar_t, decltype(s)>, args,
                  buffers.end, buffers.count, buffers.list);
   });
 }
@@ -366,13 +368,11 @@ void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuff
 template <typename scalar_t, int kDims>
 void launch_binned_sums(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
                         const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
-  using Args = SampleArgs<scalar_t, kDims>;
-  const int taps = dispatch_sampler<kDims>(launch.mode, launch.padding, [](auto s) { return decltype(s)::kTaps; });
   const int lanes = lanes_per_point(args.channels, 1);
-  launch_items(buffers.positions * lanes, launch.stream, binned_sums_kernel<scalar_t, kDims, Args>,
-               args, coefficients == Coefficients::Weights ? args.grad_input : args.d_input, buffers.positions, taps,
-               lanes, buffers.end, buffers.list, buffers.coefficient, buffers.points,
-               rows_are_whole_words<scalar_t>(args.channels));
+  launch_items(buffers.positions * lanes, launch.stream, binned_sums_kernel<scalar_t, kDims>, args,
+               coefficients == Coefficients::Weights ? args.grad_input : args.d_input, buffers.positions,
+               buffers.taps, lanes, buffers.end, buffers.list, buffers.coefficient, buffers.rows,
+               buffers.row_stride_n, buffers.row_stride_p, buffers.row_words);
 }
 
 }  // namespace grid_encoder

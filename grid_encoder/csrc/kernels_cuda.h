@@ -24,10 +24,15 @@ struct CudaLaunch {
 template <typename scalar_t>
 struct BinnedBuffers {
   int64_t positions = 0;                         // N * the input's spatial size: the target's positions
+  int taps = 0;                                  // taps per sample
   int64_t* position = nullptr;                   // [pairs] each pair's position, kept only for the stable sort
   opmath_t<scalar_t>* coefficient = nullptr;     // [pairs] each pair's coefficient
   int* count = nullptr;                          // [positions] pairs per position (zeroed before the first pass)
-  scalar_t* points = nullptr;                    // [N * P, C] grad_output, point-major
+  scalar_t* points = nullptr;                    // [N * P, C] grad_output copied point-major, or null where its
+                                                 // channels are contiguous already (then read in place)
+  const scalar_t* rows = nullptr;                // grad_output's channels of (n, p) at rows + n * row_stride_n +
+  int64_t row_stride_n = 0, row_stride_p = 0;    // p * row_stride_p: the copy, or grad_output itself
+  bool row_words = false;                        // every row 16-byte aligned (see load_block)
   const int64_t* end = nullptr;                  // [positions] one past each position's range of the list
   int64_t* list = nullptr;                       // [pairs] the pairs, filed by position
 };

@@ -47,15 +47,33 @@ void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, 
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   BinnedBuffers<scalar_t> buffers;
   buffers.positions = pb.batch();
+  buffers.taps = taps;
   for (int e = 0; e < kDims; ++e) buffers.positions *= args.size[e];
   at::Tensor position = deterministic ? at::empty({pairs}, options.dtype(at::kLong)) : at::Tensor();
   const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor count = at::zeros({buffers.positions}, options.dtype(at::kInt));
-  const at::Tensor points = at::empty({pb.sample_count(), pb.channels()}, pb.grad_output.options());
   buffers.position = deterministic ? position.data_ptr<int64_t>() : nullptr;
   buffers.coefficient = coefficient.data_ptr<acc_t>();
   buffers.count = count.data_ptr<int>();
-  buffers.points = static_cast<scalar_t*>(points.data_ptr());
+  // The sums read each sample's grad_output channels as one row: in place where they are contiguous (the
+  // point-major gradient of a permuted output, as the encoders' is), else from a point-major copy.
+  const auto& grad_output = args.grad_output;
+  at::Tensor points;
+  if (grad_output.stride_c == 1) {
+    buffers.rows = grad_output.data;
+    buffers.row_stride_n = grad_output.stride_n;
+    buffers.row_stride_p = grad_output.stride_p;
+    const int64_t element = static_cast<int64_t>(sizeof(scalar_t));
+    buffers.row_words = reinterpret_cast<uintptr_t>(grad_output.data) % 16 == 0 &&
+                        (grad_output.stride_n * element) % 16 == 0 && (grad_output.stride_p * element) % 16 == 0;
+  } else {
+    points = at::empty({pb.sample_count(), pb.channels()}, pb.grad_output.options());
+    buffers.points = static_cast<scalar_t*>(points.data_ptr());
+    buffers.rows = buffers.points;
+    buffers.row_stride_n = pb.points() * pb.channels();
+    buffers.row_stride_p = pb.channels();
+    buffers.row_words = (pb.channels() * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
+  }
   launch_scatter_pairs(args, coefficients, buffers, launch);
   const at::Tensor end = at::cumsum(count, 0, at::kLong);
   buffers.end = end.const_data_ptr<int64_t>();
