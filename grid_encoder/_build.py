@@ -6,9 +6,11 @@ straight from the cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extens
 
 CUDA kernels are built when torch has CUDA and a GPU is visible, or when ``GRID_ENCODER_BUILD_CUDA=1``
 (to compile them on a machine without a GPU); ``GRID_ENCODER_BUILD_CUDA=0`` forces a CPU-only build.
-``TORCH_CUDA_ARCH_LIST`` is respected as torch reads it.
+``TORCH_CUDA_ARCH_LIST`` is respected as torch reads it. The CUDA kernels for float16 and bfloat16 are a library
+of their own, built on the first call with such tensors (``load_cuda16``): most users never wait for them.
 """
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
@@ -30,15 +32,31 @@ _CPU_SOURCES = ["kernels_cpu.cpp", "instantiations/cpu_f64.cpp", "autograd.cpp",
 _HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cpu.h", "kernels_cuda.h", "kernels_cuda.cuh"]
 
 
-def _cuda_sources():
-    """The CUDA instantiation files (instantiations/generate.py writes them), the slowest first (the double
-    backward, then the scatter, as measured); the channels-last copy's kernel; the CUDA phases' host code."""
+def _cuda_sources(dtypes16=False):
+    """The CUDA instantiation files (instantiations/generate.py writes them) for float and double, or with
+    dtypes16 for float16 and bfloat16, the slowest first (the double backward, then the scatter, as measured);
+    the main library's channels-last copy kernel; the CUDA phases' host code."""
     folder = os.path.join(_SOURCE_DIR, "instantiations")
-    names = sorted(name for name in os.listdir(folder) if name.endswith(".cu"))
+    names = sorted(name for name in os.listdir(folder)
+                   if name.endswith(".cu") and name.endswith(("_f16.cu", "_bf16.cu")) == dtypes16)
     names.sort(key=lambda name: (not name.startswith("double_backward"), not name.startswith("scatter")))
-    return [os.path.join("instantiations", name) for name in names] + ["channels_last.cu", "phases_cuda.cpp"]
+    return [os.path.join("instantiations", name) for name in names] + (
+        ["phases_cuda.cpp"] if dtypes16 else ["channels_last.cu", "phases_cuda.cpp"])
 
 
+# The libraries: "cpu" (CPU kernels only), "cuda" (CPU kernels, CUDA kernels for float and double) and
+# "cuda16" (CUDA kernels for float16 and bfloat16, loaded into the "cuda" library by load_cuda16).
+def _sources(kind):
+    if kind == "cuda16":
+        return _cuda_sources(dtypes16=True)
+    return _CPU_SOURCES + (_cuda_sources() if kind == "cuda" else [])
+
+
+_DEFINES = {"cpu": [], "cuda": ["-DGRID_ENCODER_WITH_CUDA"],
+            "cuda16": ["-DGRID_ENCODER_WITH_CUDA", "-DGRID_ENCODER_CUDA16"]}
+_WHAT = {"cpu": ("CPU", "about 30 s on two idle cores"),
+         "cuda": ("CPU and CUDA", "about 35 s on 16 cores, 2.5 minutes on two"),
+         "cuda16": ("float16/bfloat16 CUDA", "about 20 s on 16 cores, 1.5 minutes on two")}
 _BUILT_MARKER = "build-complete"
 
 
@@ -55,19 +73,19 @@ def _want_cuda():
     return flag == "1" or (flag == "" and torch.cuda.is_available())
 
 
-def _build_dir(with_cuda):
+def _build_dir(kind):
     digest = hashlib.sha256()
-    files = [os.path.join(_SOURCE_DIR, name) for name in _CPU_SOURCES + _cuda_sources() + _HEADERS]
-    for path in files + [os.path.abspath(__file__)]:  # this file holds the compiler flags
-        with open(path, "rb") as f:
+    names = sorted(set(_CPU_SOURCES + _cuda_sources() + _cuda_sources(dtypes16=True) + _HEADERS))
+    for path in [os.path.join(_SOURCE_DIR, name) for name in names] + [os.path.abspath(__file__)]:
+        with open(path, "rb") as f:  # this file holds the compiler flags
             digest.update(os.path.basename(path).encode() + b"\0" + f.read())
-    key = [torch.__version__, sys.version.split()[0], str(with_cuda)]
-    if with_cuda:
+    key = [torch.__version__, sys.version.split()[0], kind]
+    if kind != "cpu":
         key += [str(torch.version.cuda), os.environ.get("TORCH_CUDA_ARCH_LIST", "")]
     digest.update("|".join(key).encode())
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "torch_extensions")
-    name = f"grid_encoder_{'cuda' if with_cuda else 'cpu'}_{digest.hexdigest()[:16]}"
+    name = f"grid_encoder_{kind}_{digest.hexdigest()[:16]}"
     return name, os.path.join(root, name)
 
 
@@ -127,9 +145,10 @@ def _build_lock(build_dir):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _compile(name, build_dir, with_cuda):
+def _compile(name, build_dir, kind):
     from torch.utils import cpp_extension
 
+    with_cuda = kind != "cpu"
     leftovers = [f for f in os.listdir(build_dir) if f != "grid_encoder.lock"]
     if leftovers:  # a build that never finished (killed, or failed): start it again from nothing
         print(f"grid_encoder: the build in {build_dir} did not finish earlier; starting it again",
@@ -137,12 +156,11 @@ def _compile(name, build_dir, with_cuda):
         for leftover in leftovers:
             path = os.path.join(build_dir, leftover)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    what, takes = (("CPU and CUDA", "about 50 s on 16 cores, 3 minutes on two") if with_cuda
-                   else ("CPU", "about 30 s on two idle cores"))
+    what, takes = _WHAT[kind]
     print(f"grid_encoder: compiling the {what} kernels into {build_dir} (first use only, {takes})",
           file=sys.stderr, flush=True)
-    sources = [os.path.join(_SOURCE_DIR, s) for s in _CPU_SOURCES + (_cuda_sources() if with_cuda else [])]
-    defines = ["-DGRID_ENCODER_WITH_CUDA"] if with_cuda else []
+    sources = [os.path.join(_SOURCE_DIR, s) for s in _sources(kind)]
+    defines = _DEFINES[kind]
     # at::parallel_for is inlined into our code: with torch's OpenMP backend it needs -fopenmp here,
     # or the CPU kernels run on one thread.
     openmp = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
@@ -173,17 +191,46 @@ def _compile(name, build_dir, with_cuda):
         f.write(name + "\n")
 
 
-def load():
-    """Builds the extension if its build folder holds no finished build, then loads it."""
-    with_cuda = _want_cuda()
-    name, build_dir = _build_dir(with_cuda)
-    library = os.path.join(build_dir, f"{name}.so")
+def _built_library(kind):
+    """The path of the library `kind`, built first if its build folder holds no finished build."""
+    name, build_dir = _build_dir(kind)
     marker = os.path.join(build_dir, _BUILT_MARKER)
     if not os.path.exists(marker):
-        _check_toolchain(with_cuda)
+        _check_toolchain(kind != "cpu")
         os.makedirs(build_dir, exist_ok=True)
         with _build_lock(build_dir):
             if not os.path.exists(marker):  # else another process built it while we waited
-                _compile(name, build_dir, with_cuda)
+                _compile(name, build_dir, kind)
+    return os.path.join(build_dir, f"{name}.so")
+
+
+has_cuda = None  # whether the loaded library has CUDA kernels (set by load)
+cuda16_loaded = False  # whether the float16/bfloat16 CUDA kernels are loaded (set by load_cuda16)
+_main_library = None
+_cuda16_lock = threading.Lock()
+
+
+def load():
+    """Builds the library (CPU, or CPU and CUDA) if needed, then loads it as torch.ops.grid_encoder."""
+    global has_cuda, _main_library
+    has_cuda = _want_cuda()
+    library = _built_library("cuda" if has_cuda else "cpu")
     torch.ops.load_library(library)
+    _main_library = library
     return library
+
+
+def load_cuda16():
+    """Builds the float16/bfloat16 CUDA kernels if needed and hands them to the loaded CUDA library."""
+    global cuda16_loaded
+    with _cuda16_lock:
+        if cuda16_loaded or not has_cuda:  # a CPU-only library refuses CUDA tensors itself
+            return
+        library = _built_library("cuda16")
+        load_cuda16_into = ctypes.CDLL(_main_library).grid_encoder_load_cuda16
+        load_cuda16_into.restype = ctypes.c_char_p
+        error = load_cuda16_into(library.encode())
+        if error is not None:
+            raise RuntimeError(f"grid_encoder: loading the float16/bfloat16 CUDA kernels from {library} failed: "
+                               f"{error.decode(errors='replace')}")
+        cuda16_loaded = True

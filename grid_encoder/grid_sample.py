@@ -75,8 +75,11 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         with torch.autocast(input.device.type, enabled=False):
             return grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners)
     _check_arguments(input, grid, mode, padding_mode, align_corners)
-    if input.dtype in _REDUCED and input.is_cpu:  # computed in float32, returned in the dtype
-        return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
+    if input.dtype in _REDUCED:
+        if input.is_cpu:  # computed in float32, returned in the dtype
+            return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
+        if not _is_compiling() and input.is_cuda and not _build.cuda16_loaded:  # (traced: _forward_fake loads)
+            _build.load_cuda16()  # built on the first call in these dtypes
     settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
     # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
     if not _is_compiling() and (_functorch_transforms_active() or _forward_ad._current_level >= 0):
@@ -147,6 +150,8 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
 
 @torch.library.register_fake("grid_encoder::grid_sample_forward")
 def _forward_fake(input, grid, mode, padding, align_corners):
+    if input.dtype in _REDUCED and input.device.type == "cuda":  # torch.compile's graph will run them
+        _build.load_cuda16()
     return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:-1]))
 
 

@@ -30,6 +30,38 @@ def test_reduced_precision_matches_float32(dtype, mode, dims):
         assert error < REDUCED_TOLERANCE[dtype], f"{name}: relative error {error:.2e}"
 
 
+def test_float16_kernels_load_on_first_use():
+    """In a new process the float16/bfloat16 kernels are not loaded: the operator called directly says how to load
+    them, grid_sample loads them (building them first if no earlier run did), and then the operator works too."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import torch, torch.nn.functional as F
+        from grid_encoder import _build, grid_sample
+        x = torch.randn(2, 8, 16, 16, device="cuda", dtype=torch.float16)
+        g = torch.rand(2, 4, 4, 2, device="cuda", dtype=torch.float16) * 2 - 1
+        assert not _build.cuda16_loaded
+        try:
+            torch.ops.grid_encoder.grid_sample_forward(x, g, 0, 0, True)
+            raise AssertionError("the operator ran without its float16 kernels")
+        except RuntimeError as error:
+            assert "float16/bfloat16 CUDA kernels are not loaded" in str(error), error
+        out = grid_sample(x, g)
+        assert _build.cuda16_loaded
+        torch.testing.assert_close(out, F.grid_sample(x, g, align_corners=True), rtol=2e-3, atol=2e-3)
+        assert torch.equal(torch.ops.grid_encoder.grid_sample_forward(x, g, 0, 0, True), out)
+        print("loaded on first use")
+    """)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=repo))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loaded on first use" in result.stdout
+
+
 def test_float16_forward_matches_torch():
     input = torch.randn(2, 8, 16, 16, device="cuda", dtype=torch.float16)
     grid = random_grid(2, 8, 8, dtype=torch.float16, device="cuda")

@@ -117,3 +117,19 @@ def test_cuda_instantiation_files_match_their_generator():
     script = os.path.join(REPO, "grid_encoder", "csrc", "instantiations", "generate.py")
     result = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_float16_cuda_kernels_are_a_library_of_their_own():
+    """The main CUDA build compiles float and double; float16 and bfloat16 build on their first use. Every
+    instantiation file belongs to exactly one of the two, and the host code of the phases to both."""
+    from grid_encoder import _build
+
+    main, dtypes16 = _build._sources("cuda"), _build._sources("cuda16")
+    instantiations = {os.path.join("instantiations", name)
+                      for name in os.listdir(os.path.join(REPO, "grid_encoder", "csrc", "instantiations"))
+                      if name.endswith(".cu")}
+    assert instantiations == {s for s in main + dtypes16 if s.endswith(".cu") and s.startswith("instantiations")}
+    assert all(s.endswith(("_f16.cu", "_bf16.cu")) for s in dtypes16 if s.startswith("instantiations"))
+    assert not any(s.endswith(("_f16.cu", "_bf16.cu")) for s in main)
+    assert "phases_cuda.cpp" in main and "phases_cuda.cpp" in dtypes16
+    assert _build._build_dir("cuda16")[0] != _build._build_dir("cuda")[0]

@@ -1,6 +1,12 @@
 // The CUDA launchers of the phases in problem.h: the host side. Each turns its Problem into raw views for the
 // problem's dtype and dimensionality, allocates what the kernels need, and runs them through the launchers of
 // kernels_cuda.h on the current stream. Also the channels-last working copy.
+//
+// This file is compiled twice. The main library's copy serves float and double and defines Phase::cuda; with
+// GRID_ENCODER_CUDA16 it is compiled into the float16/bfloat16 library, which _build.py builds on the first call in
+// those dtypes (a third of the CUDA build's work that most users never need), and the main library's Phase::cuda
+// reaches that library's phases through grid_encoder_load_cuda16().
+#include <dlfcn.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/cumsum.h>
@@ -31,7 +37,11 @@ cudaStream_t current_stream(const at::Tensor& t) {
 template <typename F>
 void dispatch_cuda(const Problem& pb, const F& body) {
   const CudaLaunch launch{pb.mode, pb.padding, current_stream(pb.input)};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pb.input.scalar_type(), "grid_encoder_cuda", [&] {
+#ifdef GRID_ENCODER_CUDA16
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cuda16", [&] {
+#else
+  AT_DISPATCH_FLOATING_TYPES(pb.input.scalar_type(), "grid_encoder_cuda", [&] {
+#endif
     pb.dims() == 3 ? body(make_args<scalar_t, 3>(pb), launch) : body(make_args<scalar_t, 2>(pb), launch);
   });
 }
@@ -90,21 +100,19 @@ void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, 
   launch_binned_sums(args, coefficients, buffers, launch);
 }
 
-}  // namespace
-
-void SampleOutput::cuda(const Problem& pb) {
+void sample_output(const Problem& pb) {
   dispatch_cuda(pb, [](const auto& args, CudaLaunch launch) { launch_sample_output(args, launch); });
 }
 
-void GradGrid::cuda(const Problem& pb) {
+void grad_grid(const Problem& pb) {
   dispatch_cuda(pb, [](const auto& args, CudaLaunch launch) { launch_grad_grid(args, launch); });
 }
 
-void DoubleBackwardPoints::cuda(const Problem& pb) {
+void double_backward_points(const Problem& pb) {
   dispatch_cuda(pb, [](const auto& args, CudaLaunch launch) { launch_double_backward_points(args, launch); });
 }
 
-void ScatterIntoInput::cuda(const Problem& pb, Coefficients coefficients) {
+void scatter_into_input(const Problem& pb, Coefficients coefficients) {
   dispatch_cuda(pb, [&](const auto& args, CudaLaunch launch) {
     constexpr int kDims = std::decay_t<decltype(args)>::dims;
     const int taps = dispatch_sampler<kDims>(pb.mode, pb.padding, [](auto s) { return decltype(s)::kTaps; });
@@ -122,6 +130,52 @@ void ScatterIntoInput::cuda(const Problem& pb, Coefficients coefficients) {
   });
 }
 
+/// The phases of one library, for its dtypes.
+struct CudaPhases {
+  void (*sample_output)(const Problem&);
+  void (*grad_grid)(const Problem&);
+  void (*double_backward_points)(const Problem&);
+  void (*scatter_into_input)(const Problem&, Coefficients);
+};
+
+constexpr CudaPhases kPhases{sample_output, grad_grid, double_backward_points, scatter_into_input};
+
+}  // namespace
+}  // namespace grid_encoder
+
+#ifdef GRID_ENCODER_CUDA16
+
+/// The float16/bfloat16 library's phases (see grid_encoder_load_cuda16).
+extern "C" __attribute__((visibility("default"))) const void* grid_encoder_cuda16_phases() {
+  return &grid_encoder::kPhases;
+}
+
+#else
+
+namespace grid_encoder {
+namespace {
+
+const CudaPhases* cuda16_phases = nullptr;  // set by grid_encoder_load_cuda16
+
+/// The phases for the problem's dtype.
+const CudaPhases& phases(const Problem& pb) {
+  const auto dtype = pb.input.scalar_type();
+  if (dtype != at::kHalf && dtype != at::kBFloat16) return kPhases;
+  TORCH_CHECK(cuda16_phases != nullptr, "grid_encoder: the float16/bfloat16 CUDA kernels are not loaded. "
+              "grid_encoder.grid_sample() builds and loads them on its first call with such tensors (and "
+              "torch.compile when it traces one); call it once before calling the operators directly");
+  return *cuda16_phases;
+}
+
+}  // namespace
+
+void SampleOutput::cuda(const Problem& pb) { phases(pb).sample_output(pb); }
+void GradGrid::cuda(const Problem& pb) { phases(pb).grad_grid(pb); }
+void DoubleBackwardPoints::cuda(const Problem& pb) { phases(pb).double_backward_points(pb); }
+void ScatterIntoInput::cuda(const Problem& pb, Coefficients coefficients) {
+  phases(pb).scatter_into_input(pb, coefficients);
+}
+
 at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format) {
   if (t.is_contiguous(format)) return t;
   if (!t.is_contiguous()) return t.contiguous(format);  // other strides: torch's generic copy
@@ -135,3 +189,15 @@ at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format)
 }
 
 }  // namespace grid_encoder
+
+/// Loads the float16/bfloat16 library at `path` (_build.py calls this through ctypes); returns null, or why not.
+extern "C" __attribute__((visibility("default"))) const char* grid_encoder_load_cuda16(const char* path) {
+  void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) return dlerror();
+  const auto get = reinterpret_cast<const void* (*)()>(dlsym(library, "grid_encoder_cuda16_phases"));
+  if (get == nullptr) return dlerror();
+  grid_encoder::cuda16_phases = static_cast<const grid_encoder::CudaPhases*>(get());
+  return nullptr;
+}
+
+#endif  // GRID_ENCODER_CUDA16
