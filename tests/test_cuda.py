@@ -32,7 +32,8 @@ def test_reduced_precision_matches_float32(dtype, mode, dims):
 
 def test_float16_kernels_load_on_first_use():
     """In a new process the float16/bfloat16 kernels are not loaded: the operator called directly says how to load
-    them, grid_sample loads them (building them first if no earlier run did), and then the operator works too."""
+    them; tracing a float16 call for torch.compile loads them (building them first if no earlier run did), and
+    then the compiled function, grid_sample and the operator all run them."""
     import os
     import subprocess
     import sys
@@ -49,9 +50,11 @@ def test_float16_kernels_load_on_first_use():
             raise AssertionError("the operator ran without its float16 kernels")
         except RuntimeError as error:
             assert "float16/bfloat16 CUDA kernels are not loaded" in str(error), error
-        out = grid_sample(x, g)
+        compiled = torch.compile(lambda x, g: grid_sample(x, g) * 2, fullgraph=True, backend="aot_eager")
+        out = compiled(x, g) / 2
         assert _build.cuda16_loaded
         torch.testing.assert_close(out, F.grid_sample(x, g, align_corners=True), rtol=2e-3, atol=2e-3)
+        assert torch.equal(grid_sample(x, g), out)
         assert torch.equal(torch.ops.grid_encoder.grid_sample_forward(x, g, 0, 0, True), out)
         print("loaded on first use")
     """)

@@ -146,7 +146,7 @@ struct CpuPhases {
       for_each_point(pb, pb.channels() * S::kTaps * S::kDims, [&](int64_t point) {
         opmath_t<scalar_t> grad_grid[S::kDims] = {};
         grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, grad_grid);
-        store_grid_values(args.grad_grid, point, grad_grid);
+        store_grid_values(grid_result(args), point, grad_grid);
       });
     });
   }

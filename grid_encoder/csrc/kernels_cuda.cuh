@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
   });
 }
 
-// args: grad_output [N, C, P]; writes grad_grid [N, P, dims]
+// args: grad_output [N, C, P]; writes grad_grid [N, P, dims] (or d_grid: see grad_grid_point)
 template <typename scalar_t, typename S>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
     grad_grid_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes) {
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
       grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span, grad_grid);
     }
     sum_over_lanes(grad_grid, lanes);
-    if (lane.active && lane.first()) store_grid_values(args.grad_grid, lane.point, grad_grid);
+    if (lane.active && lane.first()) store_grid_values(grid_result(args), lane.point, grad_grid);
   });
 }
 

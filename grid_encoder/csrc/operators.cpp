@@ -184,7 +184,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   else if (output_mask[0]) d_grad_output = at::zeros(grad_output.sizes(), input.options());
   if (computes_d_grid) pb.d_grid = d_grid = at::empty_like(pb.grid);
   else if (output_mask[2]) d_grid = at::zeros_like(pb.grid);
-  if (computes_d_grad_output || computes_d_grid) launch<DoubleBackwardPoints>(pb);
+  if (computes_d_grid && !computes_d_grad_output && !has_ggi) {
+    launch<GradGrid>(pb);  // d_grid alone from grad_grad_grid alone (the eikonal step): GradGrid's lighter kernel
+  } else if (computes_d_grad_output || computes_d_grid) {
+    launch<DoubleBackwardPoints>(pb);
+  }
 
   if (computes_d_input) {
     d_input = scatter_into_new_tensor(pb, input, Coefficients::AlongGradGradGrid);

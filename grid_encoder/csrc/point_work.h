@@ -223,7 +223,10 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point, ChannelS
   });
 }
 
-/// grid_share[e] += the span's share of grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]
+/// grid_share[e] += the span's share of grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]; or, where
+/// grad_grad_grid (ggG) is given, of the double backward's d_grid when ggG is its only input, the eikonal step's:
+/// sum_k (sum_f d2W_k/dg_e dg_f ggG_f) sum_c gO V_k (double_backward_point's second term alone, with this
+/// function's fewer registers). The result goes to grid_result(a).
 template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
 C10_HOST_DEVICE inline void grad_grid_point(const Args& a, int64_t point, ChannelSpan span,
                                                 opmath_t<scalar_t> (&grid_share)[kDims]) {
@@ -238,10 +241,23 @@ C10_HOST_DEVICE inline void grad_grid_point(const Args& a, int64_t point, Channe
     load_points_block(a.grad_output, n, p, b, go);
     tap_sums_block(go, offsets, a.input, a.input.plane(n, b.first), b.count, go_dot_v);
   });
-  T weight_grad[kDims][Taps::kTaps];
-  taps.weight_grads(weight_grad);
+  T coefficient[kDims][Taps::kTaps];
+  if (a.grad_grad_grid != nullptr) {
+    T ggg[kDims];
 #pragma unroll
-  for (int e = 0; e < kDims; ++e) grid_share[e] += dot(weight_grad[e], go_dot_v);
+    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    taps.directional_grads(ggg, coefficient);
+  } else {
+    taps.weight_grads(coefficient);
+  }
+#pragma unroll
+  for (int e = 0; e < kDims; ++e) grid_share[e] += dot(coefficient[e], go_dot_v);
+}
+
+/// Where grad_grid_point's result goes: grad_grid, or d_grid when it computes the double backward's.
+template <typename Args>
+C10_HOST_DEVICE inline auto* grid_result(const Args& a) {
+  return a.grad_grad_grid != nullptr ? a.d_grid : a.grad_grid;
 }
 
 /// The per-point terms of the double backward, given ggI = grad_grad_input and ggG = grad_grad_grid

@@ -56,7 +56,8 @@ struct SampleOutput {
   static void cuda(const Problem& pb);
 };
 
-/// grad_grid = sum_k dW_k/dg sum_c grad_output V_k.
+/// grad_grid = sum_k dW_k/dg sum_c grad_output V_k; with grad_grad_grid given, the double backward's d_grid when
+/// grad_grad_grid is its only input (see grad_grid_point).
 struct GradGrid {
   static void cpu(const Problem& pb);
   static void cuda(const Problem& pb);
