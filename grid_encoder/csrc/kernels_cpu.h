@@ -125,55 +125,66 @@ void dispatch_cpu_sampler(const Problem& pb, const F& body) {
   pb.dims() == 3 ? dispatch_sampler<3>(pb.mode, pb.padding, body) : dispatch_sampler<2>(pb.mode, pb.padding, body);
 }
 
-/// The phases' CPU kernels for one dtype (float or double; the operators compute half in float).
+/// The phases' CPU kernels for one dtype (float or double; the operators compute half in float). The members are
+/// defined outside the class, so not inline: a file that calls them for a dtype instantiated elsewhere (extern
+/// template below) compiles only the call, not another copy of the kernels.
 template <typename scalar_t>
 struct CpuPhases {
-  static void sample_output(const Problem& pb) {
-    dispatch_cpu_sampler(pb, [&](auto sampler) {
-      using S = decltype(sampler);
-      const auto args = make_args<scalar_t, S::kDims>(pb);
-      for_each_run(pb, pb.channels() * S::kTaps, kForwardRun, [&](int64_t first, int count) {
-        forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
-      });
-    });
-  }
-
-  static void grad_grid(const Problem& pb) {
-    dispatch_cpu_sampler(pb, [&](auto sampler) {
-      using S = decltype(sampler);
-      const auto args = make_args<scalar_t, S::kDims>(pb);
-      const ChannelSpan all = channel_range(0, pb.channels());
-      for_each_point(pb, pb.channels() * S::kTaps * S::kDims, [&](int64_t point) {
-        opmath_t<scalar_t> grad_grid[S::kDims] = {};
-        grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, grad_grid);
-        store_grid_values(grid_result(args), point, grad_grid);
-      });
-    });
-  }
-
-  static void double_backward_points(const Problem& pb) {
-    dispatch_cpu_sampler(pb, [&](auto sampler) {
-      using S = decltype(sampler);
-      const auto args = make_args<scalar_t, S::kDims>(pb);
-      const ChannelSpan all = channel_range(0, pb.channels());
-      for_each_point(pb, pb.channels() * S::kTaps * (S::kDims + 1) * 2, [&](int64_t point) {
-        opmath_t<scalar_t> d_grid[S::kDims] = {};
-        double_backward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, d_grid);
-        if (args.d_grid != nullptr) store_grid_values(args.d_grid, point, d_grid);
-      });
-    });
-  }
-
-  static void scatter_into_input(const Problem& pb, Coefficients coefficients) {
-    dispatch_cpu_sampler(pb, [&](auto sampler) {
-      using S = decltype(sampler);
-      const auto args = make_args<scalar_t, S::kDims>(pb);
-      for_each_channel_owner(pb, [&](int64_t point, int64_t begin, int64_t end) {
-        scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
-      });
-    });
-  }
+  static void sample_output(const Problem& pb);
+  static void grad_grid(const Problem& pb);
+  static void double_backward_points(const Problem& pb);
+  static void scatter_into_input(const Problem& pb, Coefficients coefficients);
 };
+
+template <typename scalar_t>
+void CpuPhases<scalar_t>::sample_output(const Problem& pb) {
+  dispatch_cpu_sampler(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    const auto args = make_args<scalar_t, S::kDims>(pb);
+    for_each_run(pb, pb.channels() * S::kTaps, kForwardRun, [&](int64_t first, int count) {
+      forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
+    });
+  });
+}
+
+template <typename scalar_t>
+void CpuPhases<scalar_t>::grad_grid(const Problem& pb) {
+  dispatch_cpu_sampler(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    const auto args = make_args<scalar_t, S::kDims>(pb);
+    const ChannelSpan all = channel_range(0, pb.channels());
+    for_each_point(pb, pb.channels() * S::kTaps * S::kDims, [&](int64_t point) {
+      opmath_t<scalar_t> grad_grid[S::kDims] = {};
+      grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, grad_grid);
+      store_grid_values(grid_result(args), point, grad_grid);
+    });
+  });
+}
+
+template <typename scalar_t>
+void CpuPhases<scalar_t>::double_backward_points(const Problem& pb) {
+  dispatch_cpu_sampler(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    const auto args = make_args<scalar_t, S::kDims>(pb);
+    const ChannelSpan all = channel_range(0, pb.channels());
+    for_each_point(pb, pb.channels() * S::kTaps * (S::kDims + 1) * 2, [&](int64_t point) {
+      opmath_t<scalar_t> d_grid[S::kDims] = {};
+      double_backward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, d_grid);
+      if (args.d_grid != nullptr) store_grid_values(args.d_grid, point, d_grid);
+    });
+  });
+}
+
+template <typename scalar_t>
+void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coefficients) {
+  dispatch_cpu_sampler(pb, [&](auto sampler) {
+    using S = decltype(sampler);
+    const auto args = make_args<scalar_t, S::kDims>(pb);
+    for_each_channel_owner(pb, [&](int64_t point, int64_t begin, int64_t end) {
+      scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
+    });
+  });
+}
 
 extern template struct CpuPhases<float>;
 extern template struct CpuPhases<double>;
