@@ -133,3 +133,6 @@ def test_float16_cuda_kernels_are_a_library_of_their_own():
     assert not any(s.endswith(("_f16.cu", "_bf16.cu")) for s in main)
     assert "phases_cuda.cpp" in main and "phases_cuda.cpp" in dtypes16
     assert _build._build_dir("cuda16")[0] != _build._build_dir("cuda")[0]
+    if not _build.has_cuda:  # a CPU-only library has nothing to load them into: no build, no error
+        _build.load_cuda16()
+        assert not _build.cuda16_loaded
