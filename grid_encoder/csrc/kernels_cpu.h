@@ -43,23 +43,26 @@ void for_each_run(const Problem& pb, int64_t work_per_point, int max_count, cons
   });
 }
 
-/// Calls body(point, begin, end) with the channels [begin, end) of the point that this thread owns, so that every
-/// (n, c) pair belongs to exactly one thread.
+/// Calls body(first, count, begin, end) for runs of at most max_count points [first, first + count) of one batch
+/// item, with the channels [begin, end) of them that this thread owns, so that every (n, c) pair belongs to exactly
+/// one thread.
 template <typename F>
-void for_each_channel_owner(const Problem& pb, const F& body) {
+void for_each_channel_owner(const Problem& pb, int max_count, const F& body) {
   const int64_t channels = pb.channels(), points = pb.points();
   if (channels == 0 || points == 0) return;
   at::parallel_for(0, pb.batch() * channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin / channels; n * channels < end; ++n) {
       const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
       const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
-      for (int64_t p = 0; p < points; ++p) body(n * points + p, c_begin, c_end);
+      for (int64_t p = 0; p < points; p += max_count) {
+        body(n * points + p, static_cast<int>(std::min<int64_t>(max_count, points - p)), c_begin, c_end);
+      }
     }
   });
 }
 
-/// Points the CPU forward takes at a time (see forward_run).
-constexpr int kForwardRun = 16;
+/// Points the CPU forward and grad_grid take at a time (see forward_run).
+constexpr int kRunPoints = 16;
 
 /// output[n, c, p] = sum_k W_k V_k[n, c] (forward_point's math) for the points [first, first + count) of one batch
 /// item: their taps first, then channel by channel. A point's channels lie a plane apart, so that point by point
@@ -70,9 +73,9 @@ template <typename scalar_t, Mode M, Padding P, int kDims>
 void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
-  int64_t offset[kForwardRun][Taps::kTaps];
-  T weight[kForwardRun][Taps::kTaps];
-  bool inside[kForwardRun][Taps::kTaps];
+  int64_t offset[kRunPoints][Taps::kTaps];
+  T weight[kRunPoints][Taps::kTaps];
+  bool inside[kRunPoints][Taps::kTaps];
   for (int i = 0; i < count; ++i) {
     const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
     const TapOffsets<Taps::kTaps> offsets = taps.offsets(a.input.stride);
@@ -93,6 +96,79 @@ void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count)
         value += inside[i][k] ? weight[i][k] * tap : T(0);
       }
       out[i * a.output.stride_p] = static_cast<scalar_t>(value);
+    }
+  }
+}
+
+/// grad_grid_point for the points [first, first + count) of one batch item, by runs as forward_run: their taps
+/// first, then channel by channel the per-tap sums sum_c gO V_k (a channel's grad_output values read contiguously,
+/// its plane's taps back to back), then each point's grid terms (add_grid_terms), stored to grid_result.
+template <typename scalar_t, Mode M, Padding P, int kDims>
+void grad_grid_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, M, P, kDims>;
+  Taps taps[kRunPoints];
+  int64_t offset[kRunPoints][Taps::kTaps];
+  bool inside[kRunPoints][Taps::kTaps];
+  T go_dot_v[kRunPoints][Taps::kTaps] = {};
+  for (int i = 0; i < count; ++i) {
+    taps[i] = point_taps<scalar_t, M, P, kDims>(a, first + i);
+    const TapOffsets<Taps::kTaps> offsets = taps[i].offsets(a.input.stride);
+    for (int k = 0; k < Taps::kTaps; ++k) {
+      inside[i][k] = offsets.inside[k];
+      offset[i][k] = offsets.inside[k] ? offsets.offset[k] : 0;
+    }
+  }
+  const int64_t n = first / a.points;
+  const scalar_t* plane = a.input.plane(n, 0);
+  const scalar_t* go = a.grad_output.element(n, 0, first % a.points);
+  for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, go += a.grad_output.stride_c) {
+    for (int i = 0; i < count; ++i) {
+      const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
+      for (int k = 0; k < Taps::kTaps; ++k) {
+        const T tap = static_cast<T>(plane[offset[i][k]]);
+        go_dot_v[i][k] += inside[i][k] ? g * tap : T(0);
+      }
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    T grid_share[kDims] = {};
+    add_grid_terms<kDims>(a, first + i, taps[i], go_dot_v[i], grid_share);
+    store_grid_values(grid_result(a), first + i, grid_share);
+  }
+}
+
+/// target[n, c, tap k] += coefficient[k] * grad_output[n, c, p] for the channels [begin, end) of the points [first,
+/// first + count) of one batch item: their share of ScatterIntoInput (the coefficients: scatter_coefficients). By
+/// runs as forward_run: the points' taps first, then channel by channel, each target element receiving its terms in
+/// point order.
+template <typename scalar_t, Mode M, Padding P, int kDims>
+void scatter_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count, int64_t begin, int64_t end,
+                 Coefficients coefficients) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, M, P, kDims>;
+  const auto& target = coefficients == Coefficients::Weights ? a.grad_input : a.d_input;
+  int64_t offset[kRunPoints][Taps::kTaps];
+  bool inside[kRunPoints][Taps::kTaps];
+  T coefficient[kRunPoints][Taps::kTaps];
+  for (int i = 0; i < count; ++i) {
+    const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
+    const TapOffsets<Taps::kTaps> offsets = taps.offsets(target.stride);
+    scatter_coefficients<kDims>(a, first + i, taps, coefficients, coefficient[i]);
+    for (int k = 0; k < Taps::kTaps; ++k) {
+      inside[i][k] = offsets.inside[k];
+      offset[i][k] = offsets.offset[k];
+    }
+  }
+  const int64_t n = first / a.points, p = first % a.points;
+  for (int64_t c = begin; c < end; ++c) {
+    scalar_t* plane = target.plane(n, c);
+    const scalar_t* go = a.grad_output.element(n, c, p);
+    for (int i = 0; i < count; ++i) {
+      const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
+      for (int k = 0; k < Taps::kTaps; ++k) {
+        if (inside[i][k]) plane[offset[i][k]] += static_cast<scalar_t>(coefficient[i][k] * g);
+      }
     }
   }
 }
@@ -141,7 +217,7 @@ void CpuPhases<scalar_t>::sample_output(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    for_each_run(pb, pb.channels() * S::kTaps, kForwardRun, [&](int64_t first, int count) {
+    for_each_run(pb, pb.channels() * S::kTaps, kRunPoints, [&](int64_t first, int count) {
       forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
     });
   });
@@ -152,11 +228,8 @@ void CpuPhases<scalar_t>::grad_grid(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    const ChannelSpan all = channel_range(0, pb.channels());
-    for_each_point(pb, pb.channels() * S::kTaps * S::kDims, [&](int64_t point) {
-      opmath_t<scalar_t> grad_grid[S::kDims] = {};
-      grad_grid_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, grad_grid);
-      store_grid_values(grid_result(args), point, grad_grid);
+    for_each_run(pb, pb.channels() * S::kTaps * S::kDims, kRunPoints, [&](int64_t first, int count) {
+      grad_grid_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
     });
   });
 }
@@ -180,9 +253,15 @@ void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coe
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    for_each_channel_owner(pb, [&](int64_t point, int64_t begin, int64_t end) {
-      scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
-    });
+    if constexpr (S::kTaps <= 8) {
+      for_each_channel_owner(pb, kRunPoints, [&](int64_t first, int count, int64_t begin, int64_t end) {
+        scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count, begin, end, coefficients);
+      });
+    } else {  // bicubic's 16 or 64 taps: point by point (by runs measured 10-15% slower)
+      for_each_channel_owner(pb, 1, [&](int64_t point, int, int64_t begin, int64_t end) {
+        scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
+      });
+    }
   });
 }
 

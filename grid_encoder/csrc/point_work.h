@@ -223,6 +223,24 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point, ChannelS
   });
 }
 
+/// grid_share[e] += sum_k C_ek go_dot_v[k], where go_dot_v[k] = sum_c gO V_k and C_ek = dW_k/dg_e, or, where
+/// grad_grad_grid (ggG) is given, sum_f d2W_k/dg_e dg_f ggG_f (see grad_grid_point).
+template <int kDims, typename Args, typename Taps, typename T>
+C10_HOST_DEVICE inline void add_grid_terms(const Args& a, int64_t point, const Taps& taps,
+                                           const T (&go_dot_v)[Taps::kTaps], T (&grid_share)[kDims]) {
+  T coefficient[kDims][Taps::kTaps];
+  if (a.grad_grad_grid != nullptr) {
+    T ggg[kDims];
+#pragma unroll
+    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    taps.directional_grads(ggg, coefficient);
+  } else {
+    taps.weight_grads(coefficient);
+  }
+#pragma unroll
+  for (int e = 0; e < kDims; ++e) grid_share[e] += dot(coefficient[e], go_dot_v);
+}
+
 /// grid_share[e] += the span's share of grad_grid[n, p, e] = sum_k dW_k/dg_e sum_c gO[n, c, p] V_k[n, c]; or, where
 /// grad_grad_grid (ggG) is given, of the double backward's d_grid when ggG is its only input, the eikonal step's:
 /// sum_k (sum_f d2W_k/dg_e dg_f ggG_f) sum_c gO V_k (double_backward_point's second term alone, with this
@@ -241,17 +259,7 @@ C10_HOST_DEVICE inline void grad_grid_point(const Args& a, int64_t point, Channe
     load_points_block(a.grad_output, n, p, b, go);
     tap_sums_block(go, offsets, a.input, a.input.plane(n, b.first), b.count, go_dot_v);
   });
-  T coefficient[kDims][Taps::kTaps];
-  if (a.grad_grad_grid != nullptr) {
-    T ggg[kDims];
-#pragma unroll
-    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
-    taps.directional_grads(ggg, coefficient);
-  } else {
-    taps.weight_grads(coefficient);
-  }
-#pragma unroll
-  for (int e = 0; e < kDims; ++e) grid_share[e] += dot(coefficient[e], go_dot_v);
+  add_grid_terms<kDims>(a, point, taps, go_dot_v, grid_share);
 }
 
 /// Where grad_grid_point's result goes: grad_grid, or d_grid when it computes the double backward's.

@@ -218,6 +218,7 @@ struct PointTaps {
   Axis axis[kDims];
   int64_t size[kDims];
 
+  PointTaps() = default;
   /// grid: the point's kDims grid values; sizes[e]: input extent along grid axis e.
   C10_HOST_DEVICE PointTaps(const T* grid, const int64_t* sizes, bool align_corners) {
 #pragma unroll
