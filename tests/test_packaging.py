@@ -136,3 +136,16 @@ def test_float16_cuda_kernels_are_a_library_of_their_own():
     if not _build.has_cuda:  # a CPU-only library has nothing to load them into: no build, no error
         _build.load_cuda16()
         assert not _build.cuda16_loaded
+
+
+@pytest.mark.slow
+def test_float16_cuda_library_compiles_and_loads():
+    """Where the loaded library has CUDA kernels (also when compiled without a GPU, as CI does), the float16/bfloat16
+    library builds (if no earlier run did) and hands its phases to it."""
+    from grid_encoder import _build
+
+    if not _build.has_cuda:
+        pytest.skip("the loaded library has no CUDA kernels")
+    _build.load_cuda16()
+    assert _build.cuda16_loaded
+
