@@ -138,6 +138,81 @@ void grad_grid_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int coun
   }
 }
 
+/// double_backward_point for the points [first, first + count) of one batch item, by runs as forward_run: their taps
+/// first, then channel by channel d_grad_output (the grad_grad_input terms, then the grad_grad_grid terms, in
+/// double_backward_point's order) and the per-tap sums of d_grid, then each point's grid terms.
+template <typename scalar_t, Mode M, Padding P, int kDims>
+void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, M, P, kDims>;
+  constexpr int kTaps = Taps::kTaps;
+  const bool has_ggi = a.grad_grad_input.data != nullptr;
+  const bool has_ggg = Taps::kSmooth && a.grad_grad_grid != nullptr;
+  const bool wants_d_grad_output = a.d_grad_output.data != nullptr;
+  const bool wants_d_grid = Taps::kSmooth && a.d_grid != nullptr;
+  Taps taps[kRunPoints];
+  int64_t input_offset[kRunPoints][kTaps], ggi_offset[kRunPoints][kTaps];
+  bool inside[kRunPoints][kTaps];
+  T weight[kRunPoints][kTaps], along[kRunPoints][kTaps];
+  T ggg[kRunPoints][kDims];
+  T go_dot_ggi[kRunPoints][kTaps] = {}, go_dot_v[kRunPoints][kTaps] = {};  // sum_c gO ggI_k, sum_c gO V_k
+  for (int i = 0; i < count; ++i) {
+    taps[i] = point_taps<scalar_t, M, P, kDims>(a, first + i);
+    const TapOffsets<kTaps> input_offsets = taps[i].offsets(a.input.stride);
+    const TapOffsets<kTaps> ggi_offsets = taps[i].offsets(a.grad_grad_input.stride);
+    for (int k = 0; k < kTaps; ++k) {  // a tap outside reads offset 0 and adds a selected zero (see forward_run)
+      inside[i][k] = input_offsets.inside[k];
+      input_offset[i][k] = inside[i][k] ? input_offsets.offset[k] : 0;
+      ggi_offset[i][k] = inside[i][k] ? ggi_offsets.offset[k] : 0;
+    }
+    if (has_ggi) taps[i].weights(weight[i]);
+    if (has_ggg) {
+      for (int e = 0; e < kDims; ++e) ggg[i][e] = static_cast<T>(a.grad_grad_grid[(first + i) * kDims + e]);
+      taps[i].directional(ggg[i], along[i]);
+    }
+  }
+  const int64_t n = first / a.points, p = first % a.points;
+  for (int64_t c = 0; c < a.channels; ++c) {
+    const scalar_t* v = a.input.plane(n, c);
+    const scalar_t* ggi = has_ggi ? a.grad_grad_input.plane(n, c) : nullptr;
+    if (wants_d_grad_output) {
+      scalar_t* dgo = a.d_grad_output.element(n, c, p);
+      for (int i = 0; i < count; ++i) {
+        T value = 0;
+        for (int k = 0; has_ggi && k < kTaps; ++k) {
+          value += inside[i][k] ? weight[i][k] * static_cast<T>(ggi[ggi_offset[i][k]]) : T(0);
+        }
+        for (int k = 0; has_ggg && k < kTaps; ++k) {
+          value += inside[i][k] ? along[i][k] * static_cast<T>(v[input_offset[i][k]]) : T(0);
+        }
+        dgo[i * a.d_grad_output.stride_p] = static_cast<scalar_t>(value);
+      }
+    }
+    if (wants_d_grid) {
+      const scalar_t* go = a.grad_output.element(n, c, p);
+      for (int i = 0; i < count; ++i) {
+        const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
+        for (int k = 0; k < kTaps; ++k) {
+          if (has_ggi) go_dot_ggi[i][k] += inside[i][k] ? g * static_cast<T>(ggi[ggi_offset[i][k]]) : T(0);
+          if (has_ggg) go_dot_v[i][k] += inside[i][k] ? g * static_cast<T>(v[input_offset[i][k]]) : T(0);
+        }
+      }
+    }
+  }
+  if (!wants_d_grid) return;
+  for (int i = 0; i < count; ++i) {
+    T weight_grad[kDims][kTaps], along_grad[kDims][kTaps];
+    if (has_ggi) taps[i].weight_grads(weight_grad);
+    if (has_ggg) taps[i].directional_grads(ggg[i], along_grad);
+    T d_grid[kDims] = {};
+    for (int e = 0; e < kDims; ++e) {
+      if (has_ggi) d_grid[e] += dot(weight_grad[e], go_dot_ggi[i]);
+      if (has_ggg) d_grid[e] += dot(along_grad[e], go_dot_v[i]);
+    }
+    store_grid_values(a.d_grid, first + i, d_grid);
+  }
+}
+
 /// target[n, c, tap k] += coefficient[k] * grad_output[n, c, p] for the channels [begin, end) of the points [first,
 /// first + count) of one batch item: their share of ScatterIntoInput (the coefficients: scatter_coefficients). By
 /// runs as forward_run: the points' taps first, then channel by channel, each target element receiving its terms in
@@ -239,11 +314,8 @@ void CpuPhases<scalar_t>::double_backward_points(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    const ChannelSpan all = channel_range(0, pb.channels());
-    for_each_point(pb, pb.channels() * S::kTaps * (S::kDims + 1) * 2, [&](int64_t point) {
-      opmath_t<scalar_t> d_grid[S::kDims] = {};
-      double_backward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, all, d_grid);
-      if (args.d_grid != nullptr) store_grid_values(args.d_grid, point, d_grid);
+    for_each_run(pb, pb.channels() * S::kTaps * (S::kDims + 1) * 2, kRunPoints, [&](int64_t first, int count) {
+      double_backward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
     });
   });
 }
