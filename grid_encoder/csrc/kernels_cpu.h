@@ -1,10 +1,13 @@
-// The CPU kernels of the phases in problem.h, per dtype (CpuPhases<scalar_t>): loops around the per-point work of
-// point_work.h, and the CPU's scatter into input-shaped gradients. kernels_cpu.cpp dispatches to them
+// The CPU kernels of the phases in problem.h, per dtype (CpuPhases<scalar_t>). kernels_cpu.cpp dispatches to them
 // and instantiates float's, instantiations/cpu_f64.cpp double's.
 //
-// Point-wise outputs (output, grad_grid, d_grad_output, d_grid) are split over points. Scatter targets
-// (grad_input, d_input) are split over (batch, channel) pairs instead: each thread owns the channels it writes, so
-// accumulation needs no atomics and the result does not depend on timing.
+// Each kernel takes runs of up to kRunPoints points of one batch item: their taps first (taps.h, and point_work.h's
+// point_taps, scatter_coefficients and add_grid_terms, shared with CUDA), then channel by channel, which reads and
+// writes each channel plane's values back to back (CUDA's per-point functions in point_work.h walk a point's
+// channels instead, in blocks, over neighbouring threads). Point-wise outputs (output, grad_grid, d_grad_output,
+// d_grid) are split over points. Scatter targets (grad_input, d_input) are split over (batch, channel) pairs
+// instead: each thread owns the channels it writes, so accumulation needs no atomics and the result does not
+// depend on timing.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -17,15 +20,6 @@ namespace grid_encoder {
 
 /// Work items of about this many multiply-adds per thread task.
 constexpr int64_t kGrainWork = 1 << 12;
-
-/// Calls body(point) for every (n, p) pair, in parallel.
-template <typename F>
-void for_each_point(const Problem& pb, int64_t work_per_point, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_point));
-  at::parallel_for(0, pb.sample_count(), grain, [&](int64_t begin, int64_t end) {
-    for (int64_t point = begin; point < end; ++point) body(point);
-  });
-}
 
 /// Calls body(first, count) for runs of at most max_count points [first, first + count) of one batch item each,
 /// covering every (n, p) pair, in parallel.
@@ -61,7 +55,7 @@ void for_each_channel_owner(const Problem& pb, int max_count, const F& body) {
   });
 }
 
-/// Points the CPU forward and grad_grid take at a time (see forward_run).
+/// Points the CPU kernels take at a time (see forward_run).
 constexpr int kRunPoints = 16;
 
 /// output[n, c, p] = sum_k W_k V_k[n, c] (forward_point's math) for the points [first, first + count) of one batch

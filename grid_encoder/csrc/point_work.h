@@ -1,8 +1,9 @@
-// Per-point work of every derivative order, shared by the CPU and CUDA kernels: the views of the tensors of one
-// call (SampleArgs), channel blocks, and one function per point-wise result (forward_point, grad_grid_point,
-// double_backward_point), plus the tap positions and coefficients that the scatters into input-shaped gradients
-// use. The device files loop over points (or over points and channel blocks) and call these; the scatters
-// themselves differ by device (kernels_cpu.cpp adds in place, kernels_cuda.cuh bins).
+// Per-point work of every derivative order: the views of the tensors of one call (SampleArgs), channel blocks, one
+// function per point-wise result (forward_point, grad_grid_point, double_backward_point: the CUDA kernels call
+// these), and what the CPU's runs of points (kernels_cpu.h) share with them: a point's taps (point_taps), the grid
+// terms of grad_grid and of the eikonal step's d_grid (add_grid_terms), and the tap positions and coefficients of
+// the scatters into input-shaped gradients. The scatters themselves differ by device (kernels_cpu.h adds in place,
+// kernels_cuda.cuh bins).
 #pragma once
 
 #include <c10/macros/Macros.h>
