@@ -58,6 +58,24 @@ void for_each_channel_owner(const Problem& pb, int max_count, const F& body) {
 /// Points the CPU kernels take at a time (see forward_run).
 constexpr int kRunPoints = 16;
 
+/// Where the taps of a run's points lie in an image with the given strides: offset[i][k] for tap k of point i, and
+/// whether it lies inside. A tap outside gets offset 0, so that a kernel may read it and add a selected zero (see
+/// forward_run); scatters must test `inside` before they write.
+template <int kTaps>
+struct RunOffsets {
+  int64_t offset[kRunPoints][kTaps];
+  bool inside[kRunPoints][kTaps];
+
+  template <typename Taps>
+  void set(int i, const Taps& taps, const int64_t* stride) {
+    const TapOffsets<kTaps> offsets = taps.offsets(stride);
+    for (int k = 0; k < kTaps; ++k) {
+      inside[i][k] = offsets.inside[k];
+      offset[i][k] = offsets.inside[k] ? offsets.offset[k] : 0;
+    }
+  }
+};
+
 /// output[n, c, p] = sum_k W_k V_k[n, c] (forward_point's math) for the points [first, first + count) of one batch
 /// item: their taps first, then channel by channel. A point's channels lie a plane apart, so that point by point
 /// the output lines of all channels compete for one cache set; run by run, each channel's stores are contiguous.
@@ -67,17 +85,12 @@ template <typename scalar_t, Mode M, Padding P, int kDims>
 void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
-  int64_t offset[kRunPoints][Taps::kTaps];
+  RunOffsets<Taps::kTaps> at;
   T weight[kRunPoints][Taps::kTaps];
-  bool inside[kRunPoints][Taps::kTaps];
   for (int i = 0; i < count; ++i) {
     const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
-    const TapOffsets<Taps::kTaps> offsets = taps.offsets(a.input.stride);
+    at.set(i, taps, a.input.stride);
     taps.weights(weight[i]);
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      inside[i][k] = offsets.inside[k];
-      offset[i][k] = offsets.inside[k] ? offsets.offset[k] : 0;
-    }
   }
   const int64_t n = first / a.points;
   const scalar_t* plane = a.input.plane(n, 0);
@@ -86,8 +99,8 @@ void forward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count)
     for (int i = 0; i < count; ++i) {
       T value = 0;
       for (int k = 0; k < Taps::kTaps; ++k) {
-        const T tap = static_cast<T>(plane[offset[i][k]]);
-        value += inside[i][k] ? weight[i][k] * tap : T(0);
+        const T tap = static_cast<T>(plane[at.offset[i][k]]);
+        value += at.inside[i][k] ? weight[i][k] * tap : T(0);
       }
       out[i * a.output.stride_p] = static_cast<scalar_t>(value);
     }
@@ -102,16 +115,11 @@ void grad_grid_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int coun
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
   Taps taps[kRunPoints];
-  int64_t offset[kRunPoints][Taps::kTaps];
-  bool inside[kRunPoints][Taps::kTaps];
+  RunOffsets<Taps::kTaps> at;
   T go_dot_v[kRunPoints][Taps::kTaps] = {};
   for (int i = 0; i < count; ++i) {
     taps[i] = point_taps<scalar_t, M, P, kDims>(a, first + i);
-    const TapOffsets<Taps::kTaps> offsets = taps[i].offsets(a.input.stride);
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      inside[i][k] = offsets.inside[k];
-      offset[i][k] = offsets.inside[k] ? offsets.offset[k] : 0;
-    }
+    at.set(i, taps[i], a.input.stride);
   }
   const int64_t n = first / a.points;
   const scalar_t* plane = a.input.plane(n, 0);
@@ -120,8 +128,8 @@ void grad_grid_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int coun
     for (int i = 0; i < count; ++i) {
       const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
       for (int k = 0; k < Taps::kTaps; ++k) {
-        const T tap = static_cast<T>(plane[offset[i][k]]);
-        go_dot_v[i][k] += inside[i][k] ? g * tap : T(0);
+        const T tap = static_cast<T>(plane[at.offset[i][k]]);
+        go_dot_v[i][k] += at.inside[i][k] ? g * tap : T(0);
       }
     }
   }
@@ -145,20 +153,14 @@ void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, in
   const bool wants_d_grad_output = a.d_grad_output.data != nullptr;
   const bool wants_d_grid = Taps::kSmooth && a.d_grid != nullptr;
   Taps taps[kRunPoints];
-  int64_t input_offset[kRunPoints][kTaps], ggi_offset[kRunPoints][kTaps];
-  bool inside[kRunPoints][kTaps];
+  RunOffsets<kTaps> input_at, ggi_at;  // the same taps, inside the same way, at each image's strides
   T weight[kRunPoints][kTaps], along[kRunPoints][kTaps];
   T ggg[kRunPoints][kDims];
   T go_dot_ggi[kRunPoints][kTaps] = {}, go_dot_v[kRunPoints][kTaps] = {};  // sum_c gO ggI_k, sum_c gO V_k
   for (int i = 0; i < count; ++i) {
     taps[i] = point_taps<scalar_t, M, P, kDims>(a, first + i);
-    const TapOffsets<kTaps> input_offsets = taps[i].offsets(a.input.stride);
-    const TapOffsets<kTaps> ggi_offsets = taps[i].offsets(a.grad_grad_input.stride);
-    for (int k = 0; k < kTaps; ++k) {  // a tap outside reads offset 0 and adds a selected zero (see forward_run)
-      inside[i][k] = input_offsets.inside[k];
-      input_offset[i][k] = inside[i][k] ? input_offsets.offset[k] : 0;
-      ggi_offset[i][k] = inside[i][k] ? ggi_offsets.offset[k] : 0;
-    }
+    input_at.set(i, taps[i], a.input.stride);
+    ggi_at.set(i, taps[i], a.grad_grad_input.stride);
     if (has_ggi) taps[i].weights(weight[i]);
     if (has_ggg) {
       for (int e = 0; e < kDims; ++e) ggg[i][e] = static_cast<T>(a.grad_grad_grid[(first + i) * kDims + e]);
@@ -174,10 +176,10 @@ void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, in
       for (int i = 0; i < count; ++i) {
         T value = 0;
         for (int k = 0; has_ggi && k < kTaps; ++k) {
-          value += inside[i][k] ? weight[i][k] * static_cast<T>(ggi[ggi_offset[i][k]]) : T(0);
+          value += ggi_at.inside[i][k] ? weight[i][k] * static_cast<T>(ggi[ggi_at.offset[i][k]]) : T(0);
         }
         for (int k = 0; has_ggg && k < kTaps; ++k) {
-          value += inside[i][k] ? along[i][k] * static_cast<T>(v[input_offset[i][k]]) : T(0);
+          value += input_at.inside[i][k] ? along[i][k] * static_cast<T>(v[input_at.offset[i][k]]) : T(0);
         }
         dgo[i * a.d_grad_output.stride_p] = static_cast<scalar_t>(value);
       }
@@ -187,8 +189,8 @@ void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, in
       for (int i = 0; i < count; ++i) {
         const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
         for (int k = 0; k < kTaps; ++k) {
-          if (has_ggi) go_dot_ggi[i][k] += inside[i][k] ? g * static_cast<T>(ggi[ggi_offset[i][k]]) : T(0);
-          if (has_ggg) go_dot_v[i][k] += inside[i][k] ? g * static_cast<T>(v[input_offset[i][k]]) : T(0);
+          if (has_ggi) go_dot_ggi[i][k] += ggi_at.inside[i][k] ? g * static_cast<T>(ggi[ggi_at.offset[i][k]]) : T(0);
+          if (has_ggg) go_dot_v[i][k] += input_at.inside[i][k] ? g * static_cast<T>(v[input_at.offset[i][k]]) : T(0);
         }
       }
     }
@@ -217,17 +219,12 @@ void scatter_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count,
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
   const auto& target = coefficients == Coefficients::Weights ? a.grad_input : a.d_input;
-  int64_t offset[kRunPoints][Taps::kTaps];
-  bool inside[kRunPoints][Taps::kTaps];
+  RunOffsets<Taps::kTaps> at;
   T coefficient[kRunPoints][Taps::kTaps];
   for (int i = 0; i < count; ++i) {
     const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
-    const TapOffsets<Taps::kTaps> offsets = taps.offsets(target.stride);
+    at.set(i, taps, target.stride);
     scatter_coefficients<kDims>(a, first + i, taps, coefficients, coefficient[i]);
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      inside[i][k] = offsets.inside[k];
-      offset[i][k] = offsets.offset[k];
-    }
   }
   const int64_t n = first / a.points, p = first % a.points;
   for (int64_t c = begin; c < end; ++c) {
@@ -236,7 +233,7 @@ void scatter_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count,
     for (int i = 0; i < count; ++i) {
       const T g = static_cast<T>(go[i * a.grad_output.stride_p]);
       for (int k = 0; k < Taps::kTaps; ++k) {
-        if (inside[i][k]) plane[offset[i][k]] += static_cast<scalar_t>(coefficient[i][k] * g);
+        if (at.inside[i][k]) plane[at.offset[i][k]] += static_cast<scalar_t>(coefficient[i][k] * g);
       }
     }
   }
