@@ -39,12 +39,13 @@ void for_each_run(const Problem& pb, int64_t work_per_point, int max_count, cons
 
 /// Calls body(first, count, begin, end) for runs of at most max_count points [first, first + count) of one batch
 /// item, with the channels [begin, end) of them that this thread owns, so that every (n, c) pair belongs to exactly
-/// one thread.
+/// one thread. work_per_channel: multiply-adds per (n, c) pair, so that small problems stay on the calling thread.
 template <typename F>
-void for_each_channel_owner(const Problem& pb, int max_count, const F& body) {
+void for_each_channel_owner(const Problem& pb, int64_t work_per_channel, int max_count, const F& body) {
   const int64_t channels = pb.channels(), points = pb.points();
   if (channels == 0 || points == 0) return;
-  at::parallel_for(0, pb.batch() * channels, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_channel));
+  at::parallel_for(0, pb.batch() * channels, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin / channels; n * channels < end; ++n) {
       const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
       const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
@@ -316,12 +317,13 @@ void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coe
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
+    const int64_t work_per_channel = pb.points() * S::kTaps;
     if constexpr (S::kTaps <= 8) {
-      for_each_channel_owner(pb, kRunPoints, [&](int64_t first, int count, int64_t begin, int64_t end) {
+      for_each_channel_owner(pb, work_per_channel, kRunPoints, [&](int64_t first, int count, int64_t begin, int64_t end) {
         scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count, begin, end, coefficients);
       });
     } else {  // bicubic's 16 or 64 taps: point by point (by runs measured 10-15% slower)
-      for_each_channel_owner(pb, 1, [&](int64_t point, int, int64_t begin, int64_t end) {
+      for_each_channel_owner(pb, work_per_channel, 1, [&](int64_t point, int, int64_t begin, int64_t end) {
         scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
       });
     }
