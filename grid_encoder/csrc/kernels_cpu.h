@@ -164,7 +164,7 @@ void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, in
     ggi_at.set(i, taps[i], a.grad_grad_input.stride);
     if (has_ggi) taps[i].weights(weight[i]);
     if (has_ggg) {
-      for (int e = 0; e < kDims; ++e) ggg[i][e] = static_cast<T>(a.grad_grad_grid[(first + i) * kDims + e]);
+      load_grid_values(a.grad_grad_grid, first + i, ggg[i]);
       taps[i].directional(ggg[i], along[i]);
     }
   }

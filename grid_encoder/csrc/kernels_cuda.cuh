@@ -143,13 +143,6 @@ void launch_lanes(cudaStream_t stream, Kernel kernel, const Args& args, const Ex
   launch_items((args.batch * args.points * lanes + 31) / 32 * 32, stream, kernel, args, lanes, extra...);
 }
 
-/// Whether rows of `channels` elements of scalar_t, in a buffer of their own, all start on 16-byte boundaries: then
-/// whole channel blocks of a row load and store as 16-byte words.
-template <typename scalar_t>
-bool rows_are_whole_words(int64_t channels) {
-  return (channels * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
-}
-
 /// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
 template <typename scalar_t, typename T>
 __device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
@@ -352,7 +345,7 @@ void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients 
   dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
     launch_items((args.batch * args.points * lanes + 31) / 32 * 32, launch.stream,
                  scatter_pairs_kernel<scalar_t, decltype(s)>, args, lanes, coefficients, buffers.position,
-                 buffers.coefficient, buffers.count, buffers.points, rows_are_whole_words<scalar_t>(args.channels));
+                 buffers.coefficient, buffers.count, buffers.points, buffers.row_words);
   });
 }
 

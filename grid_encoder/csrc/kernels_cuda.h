@@ -19,6 +19,13 @@ struct CudaLaunch {
   cudaStream_t stream;
 };
 
+/// Whether rows of `channels` elements of scalar_t, in a buffer of their own, all start on 16-byte boundaries: then
+/// whole channel blocks of a row load and store as 16-byte words.
+template <typename scalar_t>
+bool rows_are_whole_words(int64_t channels) {
+  return (channels * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
+}
+
 /// The binned scatter's buffers (see binned_scatter in phases_cuda.cpp and the kernels in kernels_cuda.cuh); a
 /// pair is one tap of one sample, numbered sample * taps + tap.
 template <typename scalar_t>

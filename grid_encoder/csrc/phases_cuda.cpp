@@ -83,7 +83,7 @@ void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, 
     buffers.rows = buffers.points;
     buffers.row_stride_n = pb.points() * pb.channels();
     buffers.row_stride_p = pb.channels();
-    buffers.row_words = (pb.channels() * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
+    buffers.row_words = rows_are_whole_words<scalar_t>(pb.channels());
   }
   launch_scatter_pairs(args, coefficients, buffers, launch);
   const at::Tensor end = at::cumsum(count, 0, at::kLong);

@@ -200,6 +200,13 @@ C10_HOST_DEVICE inline void for_each_block(ChannelSpan span, const F& body) {
   }
 }
 
+/// value[e] = t[point, e] for a [N, P, kDims] tensor.
+template <typename scalar_t, typename T, int kDims>
+C10_HOST_DEVICE inline void load_grid_values(const scalar_t* t, int64_t point, T (&value)[kDims]) {
+#pragma unroll
+  for (int e = 0; e < kDims; ++e) value[e] = static_cast<T>(t[point * kDims + e]);
+}
+
 /// t[point, e] = value[e] for a [N, P, kDims] tensor.
 template <typename scalar_t, typename T, int kDims>
 C10_HOST_DEVICE inline void store_grid_values(scalar_t* t, int64_t point, const T (&value)[kDims]) {
@@ -232,8 +239,7 @@ C10_HOST_DEVICE inline void add_grid_terms(const Args& a, int64_t point, const T
   T coefficient[kDims][Taps::kTaps];
   if (a.grad_grad_grid != nullptr) {
     T ggg[kDims];
-#pragma unroll
-    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    load_grid_values(a.grad_grad_grid, point, ggg);
     taps.directional_grads(ggg, coefficient);
   } else {
     taps.weight_grads(coefficient);
@@ -292,8 +298,7 @@ C10_HOST_DEVICE inline void double_backward_point(const Args& a, int64_t point, 
   T ggg[kDims] = {};
   if (has_ggi) taps.weights(weight);
   if (has_ggg) {
-#pragma unroll
-    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    load_grid_values(a.grad_grad_grid, point, ggg);
     taps.directional(ggg, along);
   }
 
@@ -354,8 +359,7 @@ C10_HOST_DEVICE inline void scatter_coefficients(const Args& a, int64_t point, c
                                                  Coefficients coefficients, T (&coefficient)[Taps::kTaps]) {
   if (coefficients == Coefficients::AlongGradGradGrid) {
     T ggg[kDims];
-#pragma unroll
-    for (int e = 0; e < kDims; ++e) ggg[e] = static_cast<T>(a.grad_grad_grid[point * kDims + e]);
+    load_grid_values(a.grad_grad_grid, point, ggg);
     taps.directional(ggg, coefficient);
   } else {
     taps.weights(coefficient);
