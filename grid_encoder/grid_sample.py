@@ -43,6 +43,8 @@ _ALIGN_CORNERS_WARNING = (
 
 _MODES = {name: code for code, name in enumerate(transforms.MODE_NAMES)}
 _PADDING = {name: code for code, name in enumerate(transforms.PADDING_NAMES)}
+_SETTINGS = {(mode, padding, align): (_MODES[mode], _PADDING[padding], align)
+             for mode in _MODES for padding in _PADDING for align in (False, True)}
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=True):
@@ -68,23 +70,46 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         any order with respect to ``input`` and ``grid``: orders one and two run fused kernels, higher orders
         an exact pure-PyTorch composite.
     """
-    if align_corners is None:  # as torch: a warning, then False
-        warnings.warn(_ALIGN_CORNERS_WARNING, stacklevel=2)
-        align_corners = False
+    settings = _settings(mode, padding_mode, align_corners)
+    if settings is None:  # None for align_corners, or an invalid setting (which _check_arguments reports)
+        if align_corners is None:  # as torch: a warning, then False
+            warnings.warn(_ALIGN_CORNERS_WARNING, stacklevel=2)
+            align_corners = False
+        _check_arguments(input, grid, mode, padding_mode, align_corners)
+        settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
     if _autocast_enabled(input, grid):  # as torch's grid_sample: reduced precision runs in float32
         with torch.autocast(input.device.type, enabled=False):
             return grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners)
-    _check_arguments(input, grid, mode, padding_mode, align_corners)
-    if input.dtype in _REDUCED:
+    if not isinstance(input, torch.Tensor) or input.dtype in _REDUCED:
+        _check_arguments(input, grid, mode, padding_mode, align_corners)
         if input.is_cpu:  # computed in float32, returned in the dtype
             return grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners).to(input.dtype)
         if not _is_compiling() and input.is_cuda and not _build.cuda16_loaded:  # (traced: _forward_fake loads)
             _build.load_cuda16()  # built on the first call in these dtypes
-    settings = (_MODES[mode], _PADDING[padding_mode], align_corners)
     # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
-    if not _is_compiling() and (_functorch_transforms_active() or _forward_ad._current_level >= 0):
+    if _is_compiling() or _functorch_transforms_active() or _forward_ad._current_level >= 0:
+        _check_arguments(input, grid, mode, padding_mode, align_corners)
+        if _is_compiling():
+            return _forward(input, grid, *settings)
         return transforms.Sample.apply(input, grid, settings)
-    return _forward(input, grid, *settings)
+    # The operator checks its arguments before any kernel runs (the fake one, for meta tensors, runs
+    # _check_tensors); only if it refuses them do the Python checks run, to say what was wrong in grid_sample's
+    # terms. This is the path of every plain call: it skips their microsecond.
+    try:
+        return _forward(input, grid, *settings)
+    except Exception as error:
+        refused = error
+    _check_arguments(input, grid, mode, padding_mode, align_corners)
+    raise refused
+
+
+def _settings(mode, padding_mode, align_corners):
+    """The operators' (mode, padding, align_corners) for valid settings; None for others (and for None)."""
+    try:
+        settings = _SETTINGS.get((mode, padding_mode, align_corners))
+    except TypeError:  # an unhashable argument
+        return None
+    return settings if isinstance(align_corners, bool) else None  # (1 and 1.0 match True as keys)
 
 
 def _autocast_enabled(input, grid):
@@ -107,7 +132,11 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
             f"grid_sample(): padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
     if not isinstance(align_corners, bool):
         raise TypeError(f"grid_sample(): align_corners must be a bool or None, got {align_corners!r}")
-    shape, grid_shape = input.shape, grid.shape  # each attribute read once: this runs on every call
+    _check_tensors(input, grid)
+
+
+def _check_tensors(input, grid):
+    shape, grid_shape = input.shape, grid.shape
     rank = len(shape)
     if rank not in (4, 5):
         raise ValueError(f"grid_sample(): expected input of shape (N, C, H, W) or (N, C, D, H, W), got shape "
@@ -131,7 +160,7 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
             raise TypeError(f"grid_sample(): expected input and grid of the same dtype, got input of dtype "
                             f"{dtype} and grid of dtype {grid_dtype}")
         raise TypeError(f"grid_sample(): expected float32, float64, float16 or bfloat16, got {dtype}")
-    # is_cuda, is_cpu and get_device() are read faster than .device (this runs on every call)
+    # is_cuda, is_cpu and get_device() are read faster than .device
     if input.is_cuda:
         same_device = grid.is_cuda and input.get_device() == grid.get_device()
     elif input.is_cpu:
@@ -150,6 +179,7 @@ def _check_arguments(input, grid, mode, padding_mode, align_corners):
 
 @torch.library.register_fake("grid_encoder::grid_sample_forward")
 def _forward_fake(input, grid, mode, padding, align_corners):
+    _check_tensors(input, grid)  # the operator's own checks are C++, which meta and fake tensors skip
     if input.dtype in _REDUCED and input.device.type == "cuda":  # torch.compile's graph will run them
         _build.load_cuda16()
     return input.new_empty((input.shape[0], input.shape[1], *grid.shape[1:-1]))
