@@ -6,8 +6,8 @@
 // writes each channel plane's values back to back (CUDA's per-point functions in point_work.h walk a point's
 // channels instead, in blocks, over neighbouring threads). Point-wise outputs (output, grad_grid, d_grad_output,
 // d_grid) are split over points. Scatter targets (grad_input, d_input) are split over (batch, channel) pairs
-// instead: each thread owns the channels it writes, so accumulation needs no atomics and the result does not
-// depend on timing.
+// instead: each thread owns the channels it writes (and zeroes them first), so accumulation needs no atomics and the
+// result does not depend on timing.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -37,23 +37,35 @@ void for_each_run(const Problem& pb, int64_t work_per_point, int max_count, cons
   });
 }
 
-/// Calls body(first, count, begin, end) for runs of at most max_count points [first, first + count) of one batch
-/// item, with the channels [begin, end) of them that this thread owns, so that every (n, c) pair belongs to exactly
-/// one thread. work_per_channel: multiply-adds per (n, c) pair, so that small problems stay on the calling thread.
+/// Calls body(n, begin, end) for the channels [begin, end) of batch item n that this thread owns, in parallel, so
+/// that every (n, c) pair belongs to exactly one thread. work_per_channel: operations per (n, c) pair, so that small
+/// problems stay on the calling thread.
 template <typename F>
-void for_each_channel_owner(const Problem& pb, int64_t work_per_channel, int max_count, const F& body) {
-  const int64_t channels = pb.channels(), points = pb.points();
-  if (channels == 0 || points == 0) return;
+void for_each_channel_owner(const Problem& pb, int64_t work_per_channel, const F& body) {
+  const int64_t channels = pb.channels();
+  if (channels == 0) return;
   const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_channel));
   at::parallel_for(0, pb.batch() * channels, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin / channels; n * channels < end; ++n) {
-      const int64_t c_begin = std::max<int64_t>(begin - n * channels, 0);
-      const int64_t c_end = std::min<int64_t>(end - n * channels, channels);
-      for (int64_t p = 0; p < points; p += max_count) {
-        body(n * points + p, static_cast<int>(std::min<int64_t>(max_count, points - p)), c_begin, c_end);
-      }
+      body(n, std::max<int64_t>(begin - n * channels, 0), std::min<int64_t>(end - n * channels, channels));
     }
   });
+}
+
+/// Zeroes the plane (n, c) of an input-shaped tensor of the given extents.
+template <typename scalar_t, int kDims>
+void zero_plane(const ImageView<scalar_t, kDims>& t, const int64_t (&size)[kDims], int64_t n, int64_t c) {
+  const int64_t depth = kDims == 3 ? size[kDims - 1] : 1, depth_stride = kDims == 3 ? t.stride[kDims - 1] : 0;
+  for (int64_t z = 0; z < depth; ++z) {
+    for (int64_t y = 0; y < size[1]; ++y) {
+      scalar_t* row = t.plane(n, c) + z * depth_stride + y * t.stride[1];
+      if (t.stride[0] == 1) {
+        std::fill_n(row, size[0], scalar_t(0));
+      } else {
+        for (int64_t x = 0; x < size[0]; ++x) row[x * t.stride[0]] = scalar_t(0);
+      }
+    }
+  }
 }
 
 /// Points the CPU kernels take at a time (see forward_run).
@@ -317,16 +329,26 @@ void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coe
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    const int64_t work_per_channel = pb.points() * S::kTaps;
-    if constexpr (S::kTaps <= 8) {
-      for_each_channel_owner(pb, work_per_channel, kRunPoints, [&](int64_t first, int count, int64_t begin, int64_t end) {
-        scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count, begin, end, coefficients);
-      });
-    } else {  // bicubic's 16 or 64 taps: point by point (by runs measured 10-15% slower)
-      for_each_channel_owner(pb, work_per_channel, 1, [&](int64_t point, int, int64_t begin, int64_t end) {
-        scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, point, begin, end, coefficients);
-      });
-    }
+    const auto& target = coefficients == Coefficients::Weights ? args.grad_input : args.d_input;
+    const int64_t points = pb.points();
+    int64_t positions = 1;  // per plane
+    for (int e = 0; e < S::kDims; ++e) positions *= args.size[e];
+    // Each thread zeroes the planes it owns before adding into them: the target is zeroed in parallel, by the threads
+    // that then write it, not by one thread in a pass of its own.
+    for_each_channel_owner(pb, points * S::kTaps + positions, [&](int64_t n, int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) zero_plane(target, args.size, n, c);
+      if constexpr (S::kTaps <= 8) {
+        for (int64_t p = 0; p < points; p += kRunPoints) {
+          const int count = static_cast<int>(std::min<int64_t>(kRunPoints, points - p));
+          scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, n * points + p, count, begin, end,
+                                                                 coefficients);
+        }
+      } else {  // bicubic's 16 or 64 taps: point by point (by runs measured 10-15% slower)
+        for (int64_t p = 0; p < points; ++p) {
+          scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, n * points + p, begin, end, coefficients);
+        }
+      }
+    });
   });
 }
 

@@ -100,8 +100,8 @@ at::Tensor scatter_into_new_tensor(Problem& pb, const at::Tensor& input, Coeffic
   scatter.grad_output = pb.grad_output;
   if (coefficients == Coefficients::AlongGradGradGrid) scatter.grad_grad_grid = pb.grad_grad_grid;
   pb = Problem();
-  // The CPU kernels add into zeros; the CUDA launcher writes every element or zeroes the target itself.
-  at::Tensor target = input.is_cuda() ? at::empty_like(input) : at::zeros_like(input);
+  // Every launcher writes each element or zeroes the target itself.
+  at::Tensor target = at::empty_like(input);
   (coefficients == Coefficients::Weights ? scatter.grad_input : scatter.d_input) = target;
   launch<ScatterIntoInput>(scatter, coefficients);
   return target;
