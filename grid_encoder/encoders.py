@@ -39,7 +39,10 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     """
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
-    coords = _Columns.apply(points, tuple(i for pair in axes for i in pair))  # (.., P, 2K): plane k's at 2k, 2k+1
+    columns = tuple(i for pair in axes for i in pair)
+    # (.., P, 2K): plane k's at 2k, 2k+1. Dynamo cannot trace a Function with a jvp: compiled, plain selects (whose
+    # gradients the compiler fuses).
+    coords = _Columns.forward(points, columns) if torch.compiler.is_compiling() else _Columns.apply(points, columns)
     coords = coords.unflatten(-1, (len(axes), 2)).movedim(-2, -3)  # (.., K, P, 2)
     return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 

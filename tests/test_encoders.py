@@ -158,6 +158,21 @@ def test_transforms_of_an_encoder(device):
                           (tangent,)), **TRANSFORMED)
 
 
+def test_encoders_compile_in_one_graph():
+    """torch.compile(fullgraph=True) traces both encoders: values and first-order gradients as in eager mode."""
+    planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    volumes = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    points = random_points("cpu", 9).requires_grad_()
+    fields = [(lambda p, x: sample_planes(p, x, TRIPLANE, "product", *SETTINGS).square().sum(), planes),
+              (lambda v, x: sample_volumes(v, x, "concat", *SETTINGS).square().sum(), volumes)]
+    for field, grids in fields:
+        compiled = torch.compile(field, fullgraph=True)
+        ours, eager = compiled(grids, points), field(grids, points)
+        assert_close(ours, eager, **REORDERED_SUMS)
+        for a, b in zip(torch.autograd.grad(ours, (grids, points)), torch.autograd.grad(eager, (grids, points))):
+            assert_close(a, b, **REORDERED_SUMS)
+
+
 BAD_CASES = {  # name: (call, error, message)
     "channels-differ": (lambda p, x: sample_planes([p[0], p[1][:2], p[2]], x, reduce="sum"), ValueError,
                         r"reduce='sum' needs grids with equal channel counts, got \[4, 2, 4\]"),
