@@ -1,5 +1,6 @@
 """Bad arguments, empty tensors and non-finite grid values."""
 import math
+import sys
 
 import pytest
 import torch
@@ -57,6 +58,32 @@ def test_bad_arguments_raise_clear_errors_and_leave_nothing_broken(device, case)
     x = torch.randn(1, 2, 4, 4, dtype=f64, device=device)
     g = random_grid(1, 3, 3, device=device)
     assert_close(grid_sample(x, g), F.grid_sample(x, g, align_corners=True), **SAME_ARITHMETIC)
+
+
+@pytest.mark.parametrize("case", ["input-3d", "grid-last-dim", "batch", "dtypes"])
+def test_bad_meta_tensors_raise_the_same_errors(case):
+    """Meta (and fake) tensors skip the operator's C++ checks: its Python fake kernel checks them instead."""
+    make, error, message = BAD_CASES[case]
+    x = torch.empty(2, 3, 5, 6, dtype=f64, device="meta")
+    args, kwargs = make(x, torch.empty(2, 4, 4, 2, dtype=f64, device="meta"), "meta")
+    with pytest.raises(error, match=message):
+        grid_sample(*args, **kwargs)
+
+
+def test_errors_the_checks_do_not_explain_pass_through(monkeypatch):
+    """grid_sample checks its arguments only when the operator raises; where they find nothing wrong, the
+    operator's own error reaches the caller unchanged."""
+    import grid_encoder.grid_sample  # noqa: F401  (the module, which the package's function shadows)
+    module = sys.modules["grid_encoder.grid_sample"]
+
+    def refuse(*args):
+        raise RuntimeError("out of memory, say")
+    monkeypatch.setattr(module, "_forward", refuse)
+    x = torch.randn(1, 2, 4, 4, dtype=f64)
+    with pytest.raises(RuntimeError, match="out of memory, say"):
+        grid_sample(x, random_grid(1, 3, 3))
+    with pytest.raises(ValueError, match="mode must be"):  # a bad setting is still reported as such
+        grid_sample(x, random_grid(1, 3, 3), mode="linear")
 
 
 def test_align_corners_none_warns_and_means_false(device):
