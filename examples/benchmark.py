@@ -2,7 +2,7 @@
 
     python examples/benchmark.py [--device cuda|cpu] [--dtype float32|float16|bfloat16|float64]
                                  [--workload NAME ...] [--csv FILE] [--plot FILE.png] [--composite FILE.py]
-                                 [--deterministic] [--channels-last] [--encoders]
+                                 [--deterministic] [--channels-last] [--encoders] [--back-to-back N]
 
 For each workload (sparse_planes: a NeuS-style step, 65 536 points on three 24-channel 512² planes, the grid a
 non-contiguous slice of 3-D points) and implementation, three steps:
@@ -10,7 +10,9 @@ non-contiguous slice of 3-D points) and implementation, three steps:
   fwd+bwd   forward, then grad(out, (input, grid), grad_out)
   eikonal   forward, grad(out, grid, ones, create_graph=True), loss = ((|grad_grid| - 1)^2).sum(),
             grad(loss, (input, grid)): the second-order step of SDF training on feature grids.
-Times are medians of CUDA-event timings after warm-up (wall clock on the CPU); `peak` is the most memory
+Times are medians of CUDA-event timings after warm-up (wall clock on the CPU), one step per timing, or N steps
+back to back with --back-to-back N (the throughput of host-bound steps, such as the seed example's, as a training
+loop sees it: the host queues the next step while the kernels of the last one run); `peak` is the most memory
 allocated during the eikonal step (CUDA only). `floor/time` is the time the bytes a step must move would take
 at --bandwidth, divided by the time measured: the fraction of that bandwidth achieved (default: the
 datasheet memory bandwidth of an H100 SXM, 3.35 TB/s, or an H200, 4.8 TB/s; none on other devices).
@@ -68,8 +70,10 @@ ENCODER_WORKLOADS = {
 TRIPLANE = ((0, 1), (0, 2), (1, 2))
 
 
-def time_call(fn, device, repeats):
-    """Median seconds of fn() after warm-up."""
+def time_call(fn, device, timing):
+    """Median seconds of fn() after warm-up; timing = (samples, calls): each sample times `calls` calls back to back
+    (with one synchronization, so that host time overlaps the kernels as it does in a training loop) and divides."""
+    repeats, calls = timing
     for _ in range(2):
         fn()
     samples = []
@@ -77,14 +81,16 @@ def time_call(fn, device, repeats):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(calls):
+                fn()
             end.record()
             end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
+            samples.append(start.elapsed_time(end) / 1e3 / calls)
         else:
             start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
+            for _ in range(calls):
+                fn()
+            samples.append((time.perf_counter() - start) / calls)
     return statistics.median(samples)
 
 
@@ -141,7 +147,7 @@ def implementations(mode, dims, composite):
     return impls
 
 
-def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, channels_last):
+def measure(name, shapes, mode, device, dtype, timing, composite, bandwidth, channels_last):
     input_shape, grid_shape = shapes
     input = torch.randn(input_shape, device=device, dtype=dtype)
     if channels_last:
@@ -157,15 +163,15 @@ def measure(name, shapes, mode, device, dtype, repeats, composite, bandwidth, ch
                 continue
             row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None,
                        floor_ms=floor * 1e3 if floor else None)
-            rows.append(timed(row, lambda: make_step(step, sample, input, grid), device, repeats))
+            rows.append(timed(row, lambda: make_step(step, sample, input, grid), device, timing))
     return rows
 
 
-def timed(row, make_run, device, repeats):
+def timed(row, make_run, device, timing):
     """row with its time filled in (and, for the eikonal step on CUDA, its peak memory), or the error met."""
     try:
         run = make_run()
-        row["ms"] = time_call(run, device, repeats) * 1e3
+        row["ms"] = time_call(run, device, timing) * 1e3
         if device.type == "cuda" and row["step"] == "eikonal":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -224,7 +230,7 @@ def make_encoder_step(step, field, levels, points):
     return eikonal
 
 
-def measure_encoder(name, spec, device, dtype, repeats, composite):
+def measure_encoder(name, spec, device, dtype, timing, composite):
     gpu_levels, cpu_levels, points, reduce = spec
     on_gpu = device.type == "cuda"
     levels = [torch.randn(k, c, r, r, device=device, dtype=dtype) for k, c, r in (gpu_levels if on_gpu else cpu_levels)]
@@ -235,7 +241,7 @@ def measure_encoder(name, spec, device, dtype, repeats, composite):
             if impl == "composite" and step != "eikonal":
                 continue
             row = dict(workload=name, step=step, impl=impl, ms=None, peak_mib=None, floor_ms=None)
-            rows.append(timed(row, lambda: make_encoder_step(step, field, levels, x), device, repeats))
+            rows.append(timed(row, lambda: make_encoder_step(step, field, levels, x), device, timing))
     return rows
 
 
@@ -284,6 +290,8 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     parser.add_argument("--workload", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 20 GPU, 5 CPU)")
+    parser.add_argument("--back-to-back", type=int, default=1, metavar="N",
+                        help="time N steps back to back per repetition (host-bound steps: their throughput)")
     parser.add_argument("--bandwidth", type=float, help="memory bandwidth in bytes/s for the floor/time column")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--plot", help="draw grid_encoder/torch ratios into this PNG (needs matplotlib)")
@@ -296,7 +304,7 @@ def main():
     torch.use_deterministic_algorithms(args.deterministic)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    repeats = args.repeats or (20 if device.type == "cuda" else 5)
+    timing = (args.repeats or (20 if device.type == "cuda" else 5), args.back_to_back)
     composite = None
     if args.composite:
         spec = importlib.util.spec_from_file_location("composite", args.composite)
@@ -311,13 +319,13 @@ def main():
     rows = []
     if args.encoders:
         for workload, spec in ENCODER_WORKLOADS.items():
-            rows += measure_encoder(workload, spec, device, dtype, repeats, composite)
+            rows += measure_encoder(workload, spec, device, dtype, timing, composite)
     for workload in [] if args.encoders else args.workload:
         gpu_shapes, cpu_shapes, mode = WORKLOADS[workload]
         shapes = gpu_shapes if device.type == "cuda" else cpu_shapes
         if shapes is None:
             continue
-        rows += measure(workload, shapes, mode, device, dtype, repeats, composite, bandwidth, args.channels_last)
+        rows += measure(workload, shapes, mode, device, dtype, timing, composite, bandwidth, args.channels_last)
     print_table(rows)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
