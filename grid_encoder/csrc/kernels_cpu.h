@@ -223,15 +223,15 @@ void double_backward_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, in
 }
 
 /// target[n, c, tap k] += coefficient[k] * grad_output[n, c, p] for the channels [begin, end) of the points [first,
-/// first + count) of one batch item: their share of ScatterIntoInput (the coefficients: scatter_coefficients). By
+/// first + count) of one batch item: their share of ScatterIntoInput into target (grad_input or d_input, as
+/// coefficients says; the coefficients: scatter_coefficients). By
 /// runs as forward_run: the points' taps first, then channel by channel, each target element receiving its terms in
 /// point order.
 template <typename scalar_t, Mode M, Padding P, int kDims>
-void scatter_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count, int64_t begin, int64_t end,
-                 Coefficients coefficients) {
+void scatter_run(const SampleArgs<scalar_t, kDims>& a, const ImageView<scalar_t, kDims>& target, int64_t first,
+                 int count, int64_t begin, int64_t end, Coefficients coefficients) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
-  const auto& target = coefficients == Coefficients::Weights ? a.grad_input : a.d_input;
   RunOffsets<Taps::kTaps> at;
   T coefficient[kRunPoints][Taps::kTaps];
   for (int i = 0; i < count; ++i) {
@@ -252,14 +252,12 @@ void scatter_run(const SampleArgs<scalar_t, kDims>& a, int64_t first, int count,
   }
 }
 
-/// target[n, c, tap k] += coefficient[k] * grad_output[n, c, p] for the channels [begin, end) of one point: its
-/// share of ScatterIntoInput (the coefficients: scatter_coefficients).
+/// The same for the channels [begin, end) of one point.
 template <typename scalar_t, Mode M, Padding P, int kDims>
-void scatter_point(const SampleArgs<scalar_t, kDims>& a, int64_t point, int64_t begin, int64_t end,
-                   Coefficients coefficients) {
+void scatter_point(const SampleArgs<scalar_t, kDims>& a, const ImageView<scalar_t, kDims>& target, int64_t point,
+                   int64_t begin, int64_t end, Coefficients coefficients) {
   using T = opmath_t<scalar_t>;
   using Taps = PointTaps<T, M, P, kDims>;
-  const auto& target = coefficients == Coefficients::Weights ? a.grad_input : a.d_input;
   const int64_t n = point / a.points, p = point % a.points;
   const Taps taps = point_taps<scalar_t, M, P, kDims>(a, point);
   const TapOffsets<Taps::kTaps> offsets = taps.offsets(target.stride);
@@ -340,12 +338,13 @@ void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coe
       if constexpr (S::kTaps <= 8) {
         for (int64_t p = 0; p < points; p += kRunPoints) {
           const int count = static_cast<int>(std::min<int64_t>(kRunPoints, points - p));
-          scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, n * points + p, count, begin, end,
+          scatter_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, target, n * points + p, count, begin, end,
                                                                  coefficients);
         }
       } else {  // bicubic's 16 or 64 taps: point by point (by runs measured 10-15% slower)
         for (int64_t p = 0; p < points; ++p) {
-          scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, n * points + p, begin, end, coefficients);
+          scatter_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, target, n * points + p, begin, end,
+                                                                   coefficients);
         }
       }
     });
