@@ -7,13 +7,14 @@ Every value and derivative equals the same computation written with one ``grid_s
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
 glue around the calls is chosen to stay cheap at every order: the planes' coordinate columns are picked by
-_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the features leave in one
-permuting copy, and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks
-for zeros on the host).
+_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write channels-last
+outputs (each plane's features are then a point-major view: concatenated in one copy, summed or multiplied without
+one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks for zeros on
+the host).
 """
 import torch
 
-from .grid_sample import grid_sample
+from .grid_sample import _grid_sample
 
 _REDUCTIONS = ("concat", "sum", "mean", "product")
 
@@ -156,26 +157,28 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
     n, k, points, dims = coords.shape
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
         inputs = grids.reshape(n * k, *grids.shape[(2 if batched else 1):])  # (N * K, C, *spatial)
-        out = grid_sample(inputs, coords.reshape(n * k, *[1] * (dims - 1), points, dims), mode, padding_mode,
-                          align_corners)  # (N * K, C, 1.., P)
-        features = out.reshape(n, k * out.shape[1], points)  # (N, K * C, P): concatenated
-        if reduce != "concat":
-            features = list(features.chunk(k, 1))  # K x (N, C, P)
+        out = _grid_sample(inputs, coords.reshape(n * k, *[1] * (dims - 1), points, dims), mode, padding_mode,
+                           align_corners, True)  # (N * K, C, 1.., P)
+        planes = out.reshape(n, k, out.shape[1], points).transpose(2, 3)  # (N, K, P, C)
+        features = planes.unbind(1) if reduce != "concat" else ()
     else:
         features = []
         for index, grid in enumerate(grids):
-            out = grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode, padding_mode,
-                              align_corners)  # (N, C, 1.., P)
-            features.append(out.reshape(n, out.shape[1], points))
-    if reduce == "concat":  # point-major in one copy
-        result = (features.transpose(1, 2) if isinstance(features, torch.Tensor)
-                  else torch.cat([f.transpose(1, 2) for f in features], -1))
+            out = _grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode,
+                               padding_mode, align_corners, True)  # (N, C, 1.., P)
+            features.append(out.reshape(n, out.shape[1], points).transpose(1, 2))  # (N, P, C)
+    # The calls' outputs are channels-last (except under torch.func and forward-mode AD): each point's channels
+    # lie side by side, so (N, P, C) is a view, and the reductions' results are point-major without a copy.
+    if reduce == "concat":
+        result = (planes.transpose(1, 2).reshape(n, points, -1) if isinstance(grids, torch.Tensor)
+                  else torch.cat(features, -1))  # one copy
     else:
-        channels = [f.shape[1] for f in features]
+        channels = [f.shape[-1] for f in features]
         if len(set(channels)) != 1:
             raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
-        combined = features[0]
+        result = features[0]
         for f in features[1:]:
-            combined = combined * f if reduce == "product" else combined + f
-        result = (combined / len(channels) if reduce == "mean" else combined).transpose(1, 2)  # point-major
+            result = result * f if reduce == "product" else result + f
+        if reduce == "mean":
+            result = result / len(features)
     return (result if batched else result[0]).contiguous()

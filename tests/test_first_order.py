@@ -116,6 +116,27 @@ def test_non_contiguous_inputs(device, mode, layout):
     assert_matches_torch(input, grid, mode, "reflection", False, **SAME_ARITHMETIC)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_output(device, dims, mode):
+    """The forward operator writes a channels-last output when asked (the encoders' point-major features): the same
+    values and gradients. grid_sample's own output stays contiguous, as torch's, whatever the input's layout."""
+    spatial, out_spatial = ((5, 6), (4, 3)) if dims == 2 else ((3, 4, 5), (2, 2, 3))
+    channels_last = torch.channels_last if dims == 2 else torch.channels_last_3d
+    input = torch.randn(2, 9, *spatial, dtype=torch.float64, device=device)
+    grid = random_grid(2, *out_spatial, dims=dims, device=device)
+    grad_output = torch.randn(2, 9, *out_spatial, dtype=torch.float64, device=device)
+    op = torch.ops.grid_encoder.grid_sample_forward
+    settings = (["bilinear", "nearest", "bicubic"].index(mode), 0, True)
+    plain = first_order(lambda x, g: op(x, g, *settings), input, grid, grad_output)
+    ours = first_order(lambda x, g: op(x, g, *settings, True), input, grid, grad_output)
+    assert plain[0].is_contiguous() and ours[0].is_contiguous(memory_format=channels_last)
+    assert not ours[0].is_contiguous()
+    for a, b in zip(plain, ours):
+        assert_close(a, b, rtol=0, atol=0)
+    assert grid_sample(input.contiguous(memory_format=channels_last), grid, mode).is_contiguous()
+
+
 GRAD_OUTPUT_LAYOUTS = {  # (2, 3, 4, 5) gradients as they arrive from consumers of the output
     "expanded": lambda t: t[:, :1].expand(2, 3, 4, 5),  # the gradient of a sum over channels
     "point_major": lambda t: t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),  # of a permuted output

@@ -47,9 +47,9 @@ c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s) {
+at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s, bool channels_last_output) {
   static const auto op = typed_op<decltype(grid_sample_forward)>("grid_encoder::grid_sample_forward");
-  return op.call(input, grid, s.mode, s.padding, s.align_corners);
+  return op.call(input, grid, s.mode, s.padding, s.align_corners, channels_last_output);
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output, const at::Tensor& input,
@@ -86,23 +86,23 @@ at::Tensor if_wanted(bool wanted, const at::Tensor& t) { return wanted ? t : at:
 class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& grid,
-                            int64_t mode, int64_t padding, bool align_corners) {
+                            int64_t mode, int64_t padding, bool align_corners, bool channels_last_output) {
     const Settings settings{mode, padding, align_corners};
     ctx->save_for_backward({input, grid});
     settings.save(ctx);
     ctx->set_materialize_grads(false);
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(input, grid, settings);
+    return forward_op(input, grid, settings, channels_last_output);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor& grad_output = grads[0];
     const std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
-    if (!grad_output.defined() || !(mask[0] || mask[1])) return variable_list(5);
+    if (!grad_output.defined() || !(mask[0] || mask[1])) return variable_list(6);
     const variable_list saved = ctx->get_saved_variables();
     const SkipAutogradUnlessRecording skip;
     const auto [grad_input, grad_grid] = backward_op(grad_output, saved[0], saved[1], Settings::load(ctx), mask);
-    return {if_wanted(mask[0], grad_input), if_wanted(mask[1], grad_grid), {}, {}, {}};
+    return {if_wanted(mask[0], grad_input), if_wanted(mask[1], grad_grid), {}, {}, {}, {}};
   }
 };
 
@@ -151,13 +151,13 @@ void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at:
 }
 
 at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t mode,
-                                        int64_t padding, bool align_corners) {
+                                        int64_t padding, bool align_corners, bool channels_last_output) {
   refuse_dual_tensors("grid_encoder.grid_sample_forward", {input, grid});
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || grid.requires_grad())) {  // nothing to record
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(input, grid, Settings{mode, padding, align_corners});
+    return forward_op(input, grid, Settings{mode, padding, align_corners}, channels_last_output);
   }
-  return ForwardFunction::apply(input, grid, mode, padding, align_corners);
+  return ForwardFunction::apply(input, grid, mode, padding, align_corners, channels_last_output);
 }
 
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tensor& grad_output,

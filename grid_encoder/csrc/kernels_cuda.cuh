@@ -143,23 +143,6 @@ void launch_lanes(cudaStream_t stream, Kernel kernel, const Args& args, const Ex
   launch_items((args.batch * args.points * lanes + 31) / 32 * 32, stream, kernel, args, lanes, extra...);
 }
 
-/// target[j * stride_c] = values[j] for the block's channels (as one word where channel_words allows).
-template <typename scalar_t, typename T>
-__device__ inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
-                                   const T (&values)[kChannelBlock]) {
-  if (channel_words && count == kChannelBlock) {
-    ChannelWords<scalar_t> block;
-#pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
-    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) {
-    if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Binned scatter. Adding into the input gradient with atomics costs one L2 operation per tap and channel (a
 // float4 atomic counts as four): on scattered points that operation rate, not memory bandwidth, bounds the

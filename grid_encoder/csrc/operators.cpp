@@ -121,12 +121,15 @@ bool is_nearest(int64_t mode) { return mode == static_cast<int64_t>(Mode::Neares
 }  // namespace
 
 at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
-                               bool align_corners) {
+                               bool align_corners, bool channels_last_output) {
   constexpr const char* op = "grid_encoder.grid_sample_forward";
   check_sampler(op, input, grid, mode, padding);
   const c10::DeviceGuard guard(input.device());
   Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/true);
-  pb.output = at::empty(output_shape(input, grid), input.options());
+  const auto format = !channels_last_output ? at::MemoryFormat::Contiguous
+                      : input.dim() == 4   ? at::MemoryFormat::ChannelsLast
+                                           : at::MemoryFormat::ChannelsLast3d;
+  pb.output = at::empty(output_shape(input, grid), input.options().memory_format(format));
   launch<SampleOutput>(pb);
   return pb.output;
 }
@@ -221,7 +224,8 @@ at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
 }
 
 TORCH_LIBRARY(grid_encoder, m) {
-  m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners) -> Tensor");
+  m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners, "
+        "bool channels_last_output=False) -> Tensor");
   m.def("grid_sample_backward(Tensor grad_output, Tensor input, Tensor grid, int mode, int padding, "
         "bool align_corners, bool[2] output_mask) -> (Tensor, Tensor)");
   m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "

@@ -68,6 +68,27 @@ C10_HOST_DEVICE inline void load_block(const scalar_t* tap, int64_t stride_c, in
   for (int j = 0; j < kChannelBlock; ++j) out[j] = j < count ? static_cast<T>(tap[j * stride_c]) : T(0);
 }
 
+/// target[j * stride_c] = values[j] for the block's channels: load_block's counterpart (16-byte words on the GPU
+/// where channel_words allows).
+template <typename scalar_t, typename T>
+C10_HOST_DEVICE inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
+                                        const T (&values)[kChannelBlock]) {
+#ifdef __CUDA_ARCH__
+  if (channel_words && count == kChannelBlock) {
+    ChannelWords<scalar_t> block;
+#pragma unroll
+    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
+    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
+    return;
+  }
+#endif
+  (void)channel_words;
+#pragma unroll
+  for (int j = 0; j < kChannelBlock; ++j) {
+    if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
+  }
+}
+
 /// value[j] += sum_k coef[k] * plane[tap k + j * stride_c] for the block's channels (plane: its first).
 template <typename T, int kTaps, typename Image, typename scalar_t>
 C10_HOST_DEVICE inline void gather_block(const T (&coef)[kTaps], const TapOffsets<kTaps>& offsets, const Image& image,
@@ -118,6 +139,7 @@ template <typename scalar_t>
 struct PointsView {  // [N, C, P]
   scalar_t* data = nullptr;  // nullptr: tensor absent
   int64_t stride_n = 0, stride_c = 0, stride_p = 0;
+  bool channel_words = false;  // channels contiguous, every point's blocks 16-byte aligned (point-major tensors)
   C10_HOST_DEVICE scalar_t* element(int64_t n, int64_t c, int64_t p) const {
     return data + n * stride_n + c * stride_c + p * stride_p;
   }
@@ -161,23 +183,19 @@ C10_HOST_DEVICE inline PointTaps<opmath_t<scalar_t>, M, P, kDims> point_taps(con
 // `grid_share`, and the caller sums the shares of a point (CPU: one span holds every channel; GPU: the lanes of a
 // point hold a span each, see kernels_cuda.cuh) and stores the total with store_grid_values.
 
-/// Reads a block of a [N, C, P] tensor at point p into value[j] (zeros where absent or past the end).
+/// value[j] = t[n, b.first + j, p] for the block's channels, zero past its end (as 16-byte words on the GPU where
+/// the tensor is point-major: see load_block).
 template <typename T, typename scalar_t>
 C10_HOST_DEVICE inline void load_points_block(const PointsView<scalar_t>& t, int64_t n, int64_t p,
                                               ChannelBlock b, T (&value)[kChannelBlock]) {
-#pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) {
-    value[j] = j < b.count ? static_cast<T>(*t.element(n, b.first + j, p)) : T(0);
-  }
+  load_block(t.element(n, b.first, p), t.stride_c, b.count, t.channel_words, value);
 }
 
+/// t[n, b.first + j, p] = value[j] for the block's channels (see load_points_block).
 template <typename scalar_t, typename T>
 C10_HOST_DEVICE inline void store_points_block(const PointsView<scalar_t>& t, int64_t n, int64_t p,
                                                ChannelBlock b, const T (&value)[kChannelBlock]) {
-#pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) {
-    if (j < b.count) *t.element(n, b.first + j, p) = static_cast<scalar_t>(value[j]);
-  }
+  store_block(t.element(n, b.first, p), t.stride_c, b.count, t.channel_words, value);
 }
 
 /// The channels of a point that one thread handles: the blocks starting at begin, begin + step, ... below end.

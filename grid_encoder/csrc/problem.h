@@ -132,6 +132,9 @@ PointsView<scalar_t> points_view(const at::Tensor& t, int64_t points) {
   view.stride_n = (*strides)[0];
   view.stride_c = (*strides)[1];
   view.stride_p = (*strides)[2];
+  const int64_t element = static_cast<int64_t>(t.element_size());
+  view.channel_words = view.stride_c == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 &&
+                       (view.stride_n * element) % 16 == 0 && (view.stride_p * element) % 16 == 0;
   return view;
 }
 
