@@ -7,10 +7,10 @@ Every value and derivative equals the same computation written with one ``grid_s
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
 glue around the calls is chosen to stay cheap at every order: the planes' coordinate columns are picked by
-_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write channels-last
-outputs (each plane's features are then a point-major view: concatenated in one copy, summed or multiplied without
-one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks for zeros on
-the host).
+_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
+outputs (each grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or
+multiplied without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and
+checks for zeros on the host).
 """
 import torch
 
@@ -167,11 +167,12 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
             out = _grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode,
                                padding_mode, align_corners, True)  # (N, C, 1.., P)
             features.append(out.reshape(n, out.shape[1], points).transpose(1, 2))  # (N, P, C)
-    # The calls' outputs are channels-last (except under torch.func and forward-mode AD): each point's channels
-    # lie side by side, so (N, P, C) is a view, and the reductions' results are point-major without a copy.
+    # The calls' outputs are laid out (P, N * K, C), or (P, N, C) for a list (except under torch.func and forward-mode
+    # AD, which return them contiguous): (N, P, C) per grid is a view, and so is the concatenation (N, P, K * C),
+    # contiguous where N is 1; the reductions' results are point-major without a copy.
     if reduce == "concat":
         result = (planes.transpose(1, 2).reshape(n, points, -1) if isinstance(grids, torch.Tensor)
-                  else torch.cat(features, -1))  # one copy
+                  else torch.cat(features, -1))  # a view, or for a list one copy
     else:
         channels = [f.shape[-1] for f in features]
         if len(set(channels)) != 1:

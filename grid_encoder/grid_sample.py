@@ -73,9 +73,10 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     return _grid_sample(input, grid, mode, padding_mode, align_corners, False)
 
 
-def _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last_output):
-    """grid_sample; channels_last_output: the output channels-last (the encoders' point-major features), except
-    under torch.func and forward-mode AD, whose path returns it contiguous."""
+def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_output):
+    """grid_sample; point_major_output: the output laid out as (spatial..., N, C), each point's channels and then its
+    batch items side by side (the encoders' point-major features), except under torch.func and forward-mode AD,
+    whose path returns it contiguous."""
     settings = _settings(mode, padding_mode, align_corners)
     if settings is None:  # None for align_corners, or an invalid setting (which _check_arguments reports)
         if align_corners is None:  # as torch: a warning, then False
@@ -86,25 +87,25 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last_o
     if _autocast_enabled(input, grid):  # as torch's grid_sample: reduced precision runs in float32
         with torch.autocast(input.device.type, enabled=False):
             return _grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners,
-                                channels_last_output)
+                                point_major_output)
     if not isinstance(input, torch.Tensor) or input.dtype in _REDUCED:
         _check_arguments(input, grid, mode, padding_mode, align_corners)
         if input.is_cpu:  # computed in float32, returned in the dtype
             return _grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners,
-                                channels_last_output).to(input.dtype)
+                                point_major_output).to(input.dtype)
         if not _is_compiling() and input.is_cuda and not _build.cuda16_loaded:  # (traced: _forward_fake loads)
             _build.load_cuda16()  # built on the first call in these dtypes
     # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
     if _is_compiling() or _functorch_transforms_active() or _forward_ad._current_level >= 0:
         _check_arguments(input, grid, mode, padding_mode, align_corners)
         if _is_compiling():
-            return _forward(input, grid, *settings, channels_last_output)
+            return _forward(input, grid, *settings, point_major_output)
         return transforms.Sample.apply(input, grid, settings)
     # The operator checks its arguments before any kernel runs (the fake one, for meta tensors, runs
     # _check_tensors); only if it refuses them do the Python checks run, to say what was wrong in grid_sample's
     # terms. This is the path of every plain call: it skips their microsecond.
     try:
-        return _forward(input, grid, *settings, channels_last_output)
+        return _forward(input, grid, *settings, point_major_output)
     except Exception as error:
         refused = error
     _check_arguments(input, grid, mode, padding_mode, align_corners)
@@ -186,14 +187,16 @@ def _check_tensors(input, grid):
 # Shapes for torch.compile. Outputs that were not requested are empty placeholders of shape (0,).
 
 @torch.library.register_fake("grid_encoder::grid_sample_forward")
-def _forward_fake(input, grid, mode, padding, align_corners, channels_last_output=False):
+def _forward_fake(input, grid, mode, padding, align_corners, point_major_output=False):
     _check_tensors(input, grid)  # the operator's own checks are C++, which meta and fake tensors skip
     if input.dtype in _REDUCED and input.device.type == "cuda":  # torch.compile's graph will run them
         _build.load_cuda16()
-    memory_format = (torch.contiguous_format if not channels_last_output
-                     else torch.channels_last if input.dim() == 4 else torch.channels_last_3d)
-    return torch.empty((input.shape[0], input.shape[1], *grid.shape[1:-1]), dtype=input.dtype, device=input.device,
-                       memory_format=memory_format)
+    shape = (input.shape[0], input.shape[1], *grid.shape[1:-1])
+    if not point_major_output:
+        return input.new_empty(shape)
+    # laid out as (spatial..., N, C): the operator's point_major_strides
+    layout = torch.empty((*shape[2:], *shape[:2]), dtype=input.dtype, device=input.device)
+    return layout.permute(-2, -1, *range(len(shape) - 2))
 
 
 @torch.library.register_fake("grid_encoder::grid_sample_backward")

@@ -30,7 +30,7 @@ def test_opcheck(device, mode, dims):
     ggg = torch.randn_like(grid)
     settings = (mode, 2, False)
     torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings))
-    torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings, True))  # channels-last output
+    torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings, True))  # point-major output
     for mask in ([True, True], [True, False], [False, True]):
         torch.library.opcheck(ops.grid_sample_backward.default, (grad_output, input, grid, *settings, mask))
     for first, second in ((ggi, ggg), (ggi, None), (None, ggg)):

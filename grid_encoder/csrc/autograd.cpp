@@ -47,9 +47,9 @@ c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s, bool channels_last_output) {
+at::Tensor forward_op(const at::Tensor& input, const at::Tensor& grid, const Settings& s, bool point_major_output) {
   static const auto op = typed_op<decltype(grid_sample_forward)>("grid_encoder::grid_sample_forward");
-  return op.call(input, grid, s.mode, s.padding, s.align_corners, channels_last_output);
+  return op.call(input, grid, s.mode, s.padding, s.align_corners, point_major_output);
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output, const at::Tensor& input,
@@ -86,13 +86,13 @@ at::Tensor if_wanted(bool wanted, const at::Tensor& t) { return wanted ? t : at:
 class ForwardFunction : public torch::autograd::Function<ForwardFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& grid,
-                            int64_t mode, int64_t padding, bool align_corners, bool channels_last_output) {
+                            int64_t mode, int64_t padding, bool align_corners, bool point_major_output) {
     const Settings settings{mode, padding, align_corners};
     ctx->save_for_backward({input, grid});
     settings.save(ctx);
     ctx->set_materialize_grads(false);
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(input, grid, settings, channels_last_output);
+    return forward_op(input, grid, settings, point_major_output);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -151,13 +151,13 @@ void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at:
 }
 
 at::Tensor grid_sample_forward_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t mode,
-                                        int64_t padding, bool align_corners, bool channels_last_output) {
+                                        int64_t padding, bool align_corners, bool point_major_output) {
   refuse_dual_tensors("grid_encoder.grid_sample_forward", {input, grid});
   if (!at::GradMode::is_enabled() || !(input.requires_grad() || grid.requires_grad())) {  // nothing to record
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op(input, grid, Settings{mode, padding, align_corners}, channels_last_output);
+    return forward_op(input, grid, Settings{mode, padding, align_corners}, point_major_output);
   }
-  return ForwardFunction::apply(input, grid, mode, padding, align_corners, channels_last_output);
+  return ForwardFunction::apply(input, grid, mode, padding, align_corners, point_major_output);
 }
 
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward_autograd(const at::Tensor& grad_output,

@@ -62,6 +62,20 @@ std::vector<int64_t> output_shape(const at::Tensor& input, const at::Tensor& gri
   return shape;
 }
 
+/// The strides of a point-major output of the given shape [N, C, spatial...]: laid out as [spatial..., N, C], so that
+/// each point's channels, and then its N batch items, lie side by side.
+std::vector<int64_t> point_major_strides(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> strides(shape.size());
+  strides[1] = 1;
+  strides[0] = std::max<int64_t>(shape[1], 1);
+  int64_t stride = strides[0] * std::max<int64_t>(shape[0], 1);
+  for (size_t d = shape.size() - 1; d >= 2; --d) {
+    strides[d] = stride;
+    stride *= std::max<int64_t>(shape[d], 1);
+  }
+  return strides;
+}
+
 /// An input-shaped tensor in the layout the kernels read it in. On CUDA with several channels that is
 /// channels-last: each tap of a point is then a contiguous run of channels (see kChannelBlock in point_work.h),
 /// where channels-first data puts every channel in a separate cache sector. The CPU reads tensors as they come.
@@ -121,15 +135,14 @@ bool is_nearest(int64_t mode) { return mode == static_cast<int64_t>(Mode::Neares
 }  // namespace
 
 at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
-                               bool align_corners, bool channels_last_output) {
+                               bool align_corners, bool point_major_output) {
   constexpr const char* op = "grid_encoder.grid_sample_forward";
   check_sampler(op, input, grid, mode, padding);
   const c10::DeviceGuard guard(input.device());
   Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/true);
-  const auto format = !channels_last_output ? at::MemoryFormat::Contiguous
-                      : input.dim() == 4   ? at::MemoryFormat::ChannelsLast
-                                           : at::MemoryFormat::ChannelsLast3d;
-  pb.output = at::empty(output_shape(input, grid), input.options().memory_format(format));
+  const std::vector<int64_t> shape = output_shape(input, grid);
+  pb.output = point_major_output ? at::empty_strided(shape, point_major_strides(shape), input.options())
+                                 : at::empty(shape, input.options());
   launch<SampleOutput>(pb);
   return pb.output;
 }
@@ -225,7 +238,7 @@ at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
 
 TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners, "
-        "bool channels_last_output=False) -> Tensor");
+        "bool point_major_output=False) -> Tensor");
   m.def("grid_sample_backward(Tensor grad_output, Tensor input, Tensor grid, int mode, int padding, "
         "bool align_corners, bool[2] output_mask) -> (Tensor, Tensor)");
   m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "

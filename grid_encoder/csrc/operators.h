@@ -12,10 +12,11 @@
 
 namespace grid_encoder {
 
-/// output = F(input, grid): [N, C, (Do,) Ho, Wo], contiguous, or channels-last where channels_last_output asks for
-/// it (each output point's channels side by side: the encoders' point-major features).
+/// output = F(input, grid): [N, C, (Do,) Ho, Wo], contiguous, or where point_major_output asks for it laid out as
+/// [(Do,) Ho, Wo, N, C] (each output point's channels, then its batch items, side by side: the encoders' point-major
+/// features).
 at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
-                               bool align_corners, bool channels_last_output);
+                               bool align_corners, bool point_major_output);
 
 /// (grad_input, grad_grid), each only where output_mask asks for it (else an empty placeholder).
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
