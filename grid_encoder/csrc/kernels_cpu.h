@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "forward_avx2.h"
 #include "problem.h"
 
 namespace grid_encoder {
@@ -70,6 +71,9 @@ void zero_plane(const ImageView<scalar_t, kDims>& t, const int64_t (&size)[kDims
 
 /// Points the CPU kernels take at a time (see forward_run).
 constexpr int kRunPoints = 16;
+#ifdef GRID_ENCODER_AVX2_FORWARD
+static_assert(kRunPoints <= 8 * kAvx2Groups, "forward_run_avx2 takes a run at a time");
+#endif
 
 /// Where the taps of a run's points lie in an image with the given strides: offset[i][k] for tap k of point i, and
 /// whether it lies inside. A tap outside gets offset 0, so that a kernel may read it and add a selected zero (see
@@ -294,6 +298,20 @@ void CpuPhases<scalar_t>::sample_output(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
+#ifdef GRID_ENCODER_AVX2_FORWARD
+    if constexpr (kAvx2Forward<scalar_t, S::kMode, S::kPadding, S::kDims>) {
+      if (cpu_has_avx2() && offsets_fit_int32(args.input, args.size)) {
+        for_each_run(pb, pb.channels() * S::kTaps, kRunPoints, [&](int64_t first, int count) {
+          const int whole = count / 8 * 8;  // eight points at a time, the rest one by one
+          if (whole > 0) forward_run_avx2<S::kMode, S::kPadding>(args, first, whole);
+          if (whole < count) {
+            forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first + whole, count - whole);
+          }
+        });
+        return;
+      }
+    }
+#endif
     for_each_run(pb, pb.channels() * S::kTaps, kRunPoints, [&](int64_t first, int count) {
       forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
     });

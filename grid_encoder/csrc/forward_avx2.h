@@ -1,0 +1,151 @@
+// The CPU forward of the common case, eight points per instruction: 2-D bilinear or nearest sampling of float
+// tensors with zeros or border padding, on x86-64 processors with AVX2 (chosen at run time; the library itself is
+// compiled for the baseline instruction set). Per point the scalar forward_run spends most of its time on the tap
+// arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight points take
+// each step together, and each channel's taps load by masked gathers. Every operation is the scalar path's, in
+// the same order (no fused multiply-adds), so that both give the same bits: taps.h stays the definition.
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GRID_ENCODER_AVX2_FORWARD 1
+
+#include <immintrin.h>
+
+#include <climits>
+#include <cstdint>
+#include <limits>
+
+#include "point_work.h"
+
+namespace grid_encoder {
+
+/// Whether the processor runs AVX2 instructions (asked once).
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+/// Whether forward_run_avx2 serves these settings, dtype and dimensionality.
+template <typename scalar_t, Mode M, Padding P, int kDims>
+constexpr bool kAvx2Forward = std::is_same<scalar_t, float>::value && kDims == 2 && M != Mode::Bicubic &&
+                              P != Padding::Reflection;
+
+/// Whether every tap offset of an image plane fits the gathers' 32-bit indices.
+template <int kDims>
+bool offsets_fit_int32(const ImageView<const float, kDims>& image, const int64_t (&size)[kDims]) {
+  int64_t last = 0;
+  for (int e = 0; e < kDims; ++e) last += (size[e] - 1) * image.stride[e];
+  return last < INT_MAX;
+}
+
+/// The taps of eight points along one axis (AxisTaps' arithmetic, lane by lane): index of the first tap (the
+/// second, for bilinear, is index + 1) and the weights.
+struct AxisTaps8 {
+  __m256i index;
+  __m256 weight[2];
+};
+
+template <Mode M, Padding P>
+__attribute__((target("avx2"))) inline AxisTaps8 axis_taps8(__m256 g, int64_t size, bool align_corners) {
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+  __m256 x;  // unnormalize
+  if (align_corners) {
+    x = _mm256_mul_ps(_mm256_mul_ps(_mm256_add_ps(g, one), half), _mm256_set1_ps(float(size - 1)));
+  } else {
+    x = _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(g, one), _mm256_set1_ps(float(size))), one), half);
+  }
+  if constexpr (P == Padding::Border) {  // clip: NaN passes through
+    const __m256 high = _mm256_set1_ps(float(size - 1));
+    x = _mm256_blendv_ps(x, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ));
+    x = _mm256_blendv_ps(x, high, _mm256_cmp_ps(x, high, _CMP_GE_OQ));
+  }
+  // sanitize: NaN, inf and coordinates beyond the int32 range become -100
+  const __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MIN)), _CMP_GE_OQ),
+                                        _mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MAX - 1)), _CMP_LE_OQ));
+  x = _mm256_blendv_ps(_mm256_set1_ps(-100.0f), x, in_range);
+  AxisTaps8 taps;
+  if constexpr (M == Mode::Bilinear) {
+    const __m256 x0 = _mm256_floor_ps(x);
+    const __m256 t = _mm256_sub_ps(x, x0);
+    taps.index = _mm256_cvttps_epi32(x0);  // 2^31 (the range's top) turns into INT_MIN: outside, as it was
+    taps.weight[0] = _mm256_sub_ps(one, t);
+    taps.weight[1] = t;
+  } else {  // nearest: round half to even
+    taps.index = _mm256_cvttps_epi32(_mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    taps.weight[0] = one;
+  }
+  return taps;
+}
+
+/// All lanes' bits where 0 <= index < size.
+__attribute__((target("avx2"))) inline __m256i inside8(__m256i index, int64_t size) {
+  const __m256i below = _mm256_cmpgt_epi32(_mm256_setzero_si256(), index);
+  const __m256i beyond = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(static_cast<int>(size - 1)));
+  return _mm256_andnot_si256(_mm256_or_si256(below, beyond), _mm256_set1_epi32(-1));
+}
+
+/// v's 64-bit quarters in the order 0, 2, 1, 3.
+__attribute__((target("avx2"))) inline __m256 pairs_in_order(__m256 v) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
+}
+
+/// Groups of eight points that forward_run_avx2 takes at a time.
+constexpr int kAvx2Groups = 2;
+
+/// forward_run for the points [first, first + count) of one batch item, count a multiple of 8 and at most
+/// 8 * kAvx2Groups, where kAvx2Forward and offsets_fit_int32 allow.
+template <Mode M, Padding P>
+__attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
+  constexpr int kAxisTaps = kTapsPerAxis<M>, kTaps = kAxisTaps * kAxisTaps;
+  constexpr int kGroups = kAvx2Groups;
+  __m256 weight[kGroups][kTaps];
+  __m256i offset[kGroups][kTaps];
+  __m256 inside[kGroups][kTaps];  // gather masks
+  const int groups = count / 8;
+  for (int group = 0; group < groups; ++group) {
+    const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
+    const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
+    // de-interleaved: x0 x1 x4 x5 | x2 x3 x6 x7, then in order
+    const AxisTaps8 x = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0],
+                                         a.align_corners);
+    const AxisTaps8 y = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1],
+                                         a.align_corners);
+    for (int k = 0; k < kTaps; ++k) {  // tap k: x tap k % kAxisTaps, y tap k / kAxisTaps (PointTaps' order)
+      const __m256i ix = _mm256_add_epi32(x.index, _mm256_set1_epi32(k % kAxisTaps));
+      const __m256i iy = _mm256_add_epi32(y.index, _mm256_set1_epi32(k / kAxisTaps));
+      inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
+      offset[group][k] =
+          _mm256_add_epi32(_mm256_mullo_epi32(ix, _mm256_set1_epi32(static_cast<int>(a.input.stride[0]))),
+                           _mm256_mullo_epi32(iy, _mm256_set1_epi32(static_cast<int>(a.input.stride[1]))));
+      // (1 * W_x) * W_y, as PointTaps::weights
+      weight[group][k] = _mm256_mul_ps(x.weight[k % kAxisTaps], y.weight[k / kAxisTaps]);
+    }
+  }
+  const int64_t n = first / a.points;
+  const float* plane = a.input.plane(n, 0);
+  float* out = a.output.element(n, 0, first % a.points);
+  for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, out += a.output.stride_c) {
+    for (int group = 0; group < groups; ++group) {
+      // a tap outside is not read: its lane gathers +0, and adds weight * +0 = +0 (weights are >= 0), as the
+      // scalar path adds a selected zero
+      __m256 value = _mm256_setzero_ps();
+      for (int k = 0; k < kTaps; ++k) {
+        const __m256 tap =
+            _mm256_mask_i32gather_ps(_mm256_setzero_ps(), plane, offset[group][k], inside[group][k], sizeof(float));
+        value = _mm256_add_ps(value, _mm256_mul_ps(weight[group][k], tap));
+      }
+      float* target = out + group * 8 * a.output.stride_p;
+      if (a.output.stride_p == 1) {
+        _mm256_storeu_ps(target, value);
+      } else {
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, value);
+        for (int i = 0; i < 8; ++i) target[i * a.output.stride_p] = lanes[i];
+      }
+    }
+  }
+}
+
+}  // namespace grid_encoder
+
+#endif  // __x86_64__ && __GNUC__
