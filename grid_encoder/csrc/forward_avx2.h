@@ -1,5 +1,5 @@
-// The CPU forward of the common case, eight points per instruction: 2-D bilinear or nearest sampling of float
-// tensors with zeros or border padding, on x86-64 processors with AVX2 (chosen at run time; the library itself is
+// The CPU forward of the common cases, eight points per instruction: 2-D sampling of float tensors with zeros or
+// border padding (every mode), on x86-64 processors with AVX2 (chosen at run time; the library itself is
 // compiled for the baseline instruction set). Per point the scalar forward_run spends most of its time on the tap
 // arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight points take
 // each step together, and each channel's taps load by masked gathers. Every operation is the scalar path's, in
@@ -27,8 +27,7 @@ inline bool cpu_has_avx2() {
 
 /// Whether forward_run_avx2 serves these settings, dtype and dimensionality.
 template <typename scalar_t, Mode M, Padding P, int kDims>
-constexpr bool kAvx2Forward = std::is_same<scalar_t, float>::value && kDims == 2 && M != Mode::Bicubic &&
-                              P != Padding::Reflection;
+constexpr bool kAvx2Forward = std::is_same<scalar_t, float>::value && kDims == 2 && P != Padding::Reflection;
 
 /// Whether every tap offset of an image plane fits the gathers' 32-bit indices.
 template <int kDims>
@@ -38,15 +37,45 @@ bool offsets_fit_int32(const ImageView<const float, kDims>& image, const int64_t
   return last < INT_MAX;
 }
 
-/// The taps of eight points along one axis (AxisTaps' arithmetic, lane by lane): index of the first tap (the
-/// second, for bilinear, is index + 1) and the weights.
+/// The taps of eight points along one axis (AxisTaps' arithmetic, lane by lane): each tap's pixel index and weight.
+template <Mode M>
 struct AxisTaps8 {
-  __m256i index;
-  __m256 weight[2];
+  __m256i index[kTapsPerAxis<M>];
+  __m256 weight[kTapsPerAxis<M>];
 };
 
+/// clip: x clamped to [0, size - 1], NaN passing through.
+__attribute__((target("avx2"))) inline __m256 clip8(__m256 x, int64_t size) {
+  const __m256 high = _mm256_set1_ps(float(size - 1));
+  x = _mm256_blendv_ps(x, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ));
+  return _mm256_blendv_ps(x, high, _mm256_cmp_ps(x, high, _CMP_GE_OQ));
+}
+
+/// sanitize: NaN, inf and coordinates beyond the int32 range become -100.
+__attribute__((target("avx2"))) inline __m256 sanitize8(__m256 x) {
+  const __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MIN)), _CMP_GE_OQ),
+                                        _mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MAX - 1)), _CMP_LE_OQ));
+  return _mm256_blendv_ps(_mm256_set1_ps(-100.0f), x, in_range);
+}
+
+/// The index of an integral coordinate (sanitized: the range's top, 2^31, turns into INT_MIN, outside as it was).
+__attribute__((target("avx2"))) inline __m256i index8(__m256 x) { return _mm256_cvttps_epi32(x); }
+
+/// cubic_k1 and cubic_k2 of taps.h, the same operations in the same order.
+__attribute__((target("avx2"))) inline __m256 cubic_k1_8(__m256 s) {
+  const __m256 a2 = _mm256_set1_ps(float(kCubicA + 2)), a3 = _mm256_set1_ps(float(kCubicA + 3));
+  return _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(a2, s), a3), s), s),
+                       _mm256_set1_ps(1.0f));
+}
+__attribute__((target("avx2"))) inline __m256 cubic_k2_8(__m256 s) {
+  const __m256 a = _mm256_set1_ps(float(kCubicA)), a5 = _mm256_set1_ps(float(5 * kCubicA));
+  const __m256 a8 = _mm256_set1_ps(float(8 * kCubicA)), a4 = _mm256_set1_ps(float(4 * kCubicA));
+  return _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(a, s), a5), s), a8), s),
+                       a4);
+}
+
 template <Mode M, Padding P>
-__attribute__((target("avx2"))) inline AxisTaps8 axis_taps8(__m256 g, int64_t size, bool align_corners) {
+__attribute__((target("avx2"))) inline AxisTaps8<M> axis_taps8(__m256 g, int64_t size, bool align_corners) {
   const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
   __m256 x;  // unnormalize
   if (align_corners) {
@@ -54,24 +83,35 @@ __attribute__((target("avx2"))) inline AxisTaps8 axis_taps8(__m256 g, int64_t si
   } else {
     x = _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(g, one), _mm256_set1_ps(float(size))), one), half);
   }
-  if constexpr (P == Padding::Border) {  // clip: NaN passes through
-    const __m256 high = _mm256_set1_ps(float(size - 1));
-    x = _mm256_blendv_ps(x, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ));
-    x = _mm256_blendv_ps(x, high, _mm256_cmp_ps(x, high, _CMP_GE_OQ));
+  AxisTaps8<M> taps;
+  if constexpr (M == Mode::Bicubic) {  // weights of the unpadded coordinate; each tap's index padded on its own
+    const __m256 finite = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x),
+                                        _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_LT_OQ);
+    x = _mm256_blendv_ps(_mm256_set1_ps(-100.0f), x, finite);
+    const __m256 x0 = _mm256_floor_ps(x);
+    const __m256 t = _mm256_sub_ps(x, x0);
+    taps.weight[0] = cubic_k2_8(_mm256_add_ps(t, one));
+    taps.weight[1] = cubic_k1_8(t);
+    taps.weight[2] = cubic_k1_8(_mm256_sub_ps(one, t));
+    taps.weight[3] = cubic_k2_8(_mm256_sub_ps(_mm256_set1_ps(2.0f), t));
+    for (int k = 0; k < 4; ++k) {
+      __m256 at = _mm256_add_ps(x0, _mm256_set1_ps(float(k - 1)));
+      if constexpr (P == Padding::Border) at = clip8(at, size);
+      taps.index[k] = index8(_mm256_blendv_ps(_mm256_set1_ps(-100.0f), sanitize8(at), finite));
+    }
+    return taps;
   }
-  // sanitize: NaN, inf and coordinates beyond the int32 range become -100
-  const __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MIN)), _CMP_GE_OQ),
-                                        _mm256_cmp_ps(x, _mm256_set1_ps(float(INT_MAX - 1)), _CMP_LE_OQ));
-  x = _mm256_blendv_ps(_mm256_set1_ps(-100.0f), x, in_range);
-  AxisTaps8 taps;
+  if constexpr (P == Padding::Border) x = clip8(x, size);
+  x = sanitize8(x);
   if constexpr (M == Mode::Bilinear) {
     const __m256 x0 = _mm256_floor_ps(x);
     const __m256 t = _mm256_sub_ps(x, x0);
-    taps.index = _mm256_cvttps_epi32(x0);  // 2^31 (the range's top) turns into INT_MIN: outside, as it was
+    taps.index[0] = index8(x0);
+    taps.index[1] = _mm256_add_epi32(taps.index[0], _mm256_set1_epi32(1));
     taps.weight[0] = _mm256_sub_ps(one, t);
     taps.weight[1] = t;
   } else {  // nearest: round half to even
-    taps.index = _mm256_cvttps_epi32(_mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    taps.index[0] = index8(_mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     taps.weight[0] = one;
   }
   return taps;
@@ -106,13 +146,12 @@ __attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>
     const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
     const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
     // de-interleaved: x0 x1 x4 x5 | x2 x3 x6 x7, then in order
-    const AxisTaps8 x = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0],
+    const AxisTaps8<M> x = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0],
                                          a.align_corners);
-    const AxisTaps8 y = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1],
+    const AxisTaps8<M> y = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1],
                                          a.align_corners);
     for (int k = 0; k < kTaps; ++k) {  // tap k: x tap k % kAxisTaps, y tap k / kAxisTaps (PointTaps' order)
-      const __m256i ix = _mm256_add_epi32(x.index, _mm256_set1_epi32(k % kAxisTaps));
-      const __m256i iy = _mm256_add_epi32(y.index, _mm256_set1_epi32(k / kAxisTaps));
+      const __m256i ix = x.index[k % kAxisTaps], iy = y.index[k / kAxisTaps];
       inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
       offset[group][k] =
           _mm256_add_epi32(_mm256_mullo_epi32(ix, _mm256_set1_epi32(static_cast<int>(a.input.stride[0]))),
@@ -126,13 +165,12 @@ __attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>
   float* out = a.output.element(n, 0, first % a.points);
   for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, out += a.output.stride_c) {
     for (int group = 0; group < groups; ++group) {
-      // a tap outside is not read: its lane gathers +0, and adds weight * +0 = +0 (weights are >= 0), as the
-      // scalar path adds a selected zero
+      // a tap outside is not read, and adds +0 (its masked product), as the scalar path adds a selected zero
       __m256 value = _mm256_setzero_ps();
       for (int k = 0; k < kTaps; ++k) {
         const __m256 tap =
             _mm256_mask_i32gather_ps(_mm256_setzero_ps(), plane, offset[group][k], inside[group][k], sizeof(float));
-        value = _mm256_add_ps(value, _mm256_mul_ps(weight[group][k], tap));
+        value = _mm256_add_ps(value, _mm256_and_ps(_mm256_mul_ps(weight[group][k], tap), inside[group][k]));
       }
       float* target = out + group * 8 * a.output.stride_p;
       if (a.output.stride_p == 1) {
