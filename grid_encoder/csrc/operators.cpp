@@ -1,6 +1,11 @@
 // The grid_encoder operators (declared in operators.h): argument checks, output allocation, and the phases
 // (problem.h) each runs, by name. Their autograd is in autograd.cpp, grid_sample.py and transforms.py.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/empty_strided.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
