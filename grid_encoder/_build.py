@@ -29,7 +29,7 @@ except ImportError:  # Windows: builds are not locked against each other
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 # the slowest first: ninja starts the files in the order given
 _CPU_SOURCES = ["kernels_cpu.cpp", "instantiations/cpu_f64.cpp", "autograd.cpp", "operators.cpp"]
-_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cpu.h", "forward_avx2.h", "kernels_cuda.h",
+_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "kernels_cpu.h", "kernels_cpu_avx2.h", "kernels_cuda.h",
             "kernels_cuda.cuh"]
 
 

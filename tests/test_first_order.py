@@ -185,29 +185,45 @@ INPUT_LAYOUTS = {  # (3, 5, 9, 11) inputs as they come
 }
 
 
-@pytest.mark.parametrize("output", ["contiguous", "point_major"])
+@pytest.mark.parametrize("points", ["contiguous", "point_major"])
 @pytest.mark.parametrize("layout", INPUT_LAYOUTS)
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
-def test_float32_forward_matches_float64(device, mode, padding, align, layout, output):
-    """float32 outputs equal float64's to float32's precision (the CPU forward takes eight points at a time where the
-    processor allows: float32, 2-D, zeros or border padding): points inside, outside, NaN, infinite and huge (not
-    reflected: float32 folds those elsewhere), 35 per batch item (runs of eight and a rest), every input layout,
-    contiguous and point-major outputs. Taps outside an input of infinities read nothing."""
+def test_float32_point_wise_results_match_float64(device, mode, padding, align, layout, points):
+    """float32 output, grad_grid and the eikonal step's d_grid (from grad_grad_grid alone) equal float64's to
+    float32's precision (the CPU takes eight points at a time where the processor allows: float32, 2-D, zeros or
+    border padding): points inside, outside, NaN, infinite and huge (not reflected: float32 folds those elsewhere),
+    35 per batch item (runs of eight and a rest), every input layout, point tensors (output, grad_output) contiguous
+    or point-major. Taps outside an input of infinities read nothing."""
     grid = random_grid(3, 7, 5, dtype=torch.float32, device=device, reach=1.3)
     huge = 1e10 if padding != "reflection" else 0.5
     grid[0, 0, :4, 0] = torch.tensor([float("nan"), float("inf"), -float("inf"), huge])
     grid[1, 2, 1:3, 1] = torch.tensor([-huge, float("nan")])
     values = torch.randn(3, 5, 9, 11, dtype=torch.float64, device=device)
-    op = torch.ops.grid_encoder.grid_sample_forward
-    settings = (["bilinear", "nearest", "bicubic"].index(mode), PADDINGS.index(padding), align, output == "point_major")
-    ours = op(INPUT_LAYOUTS[layout](values.float()), grid, *settings)
-    expected = op(INPUT_LAYOUTS[layout](values), grid.double(), *settings)
-    assert_close(ours, expected.float(), rtol=1e-5, atol=1e-5)
+    grad_output = torch.randn(3, 5, 7, 5, dtype=torch.float64, device=device)
+    if points == "point_major":
+        grad_output = grad_output.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+    grad_grad_grid = torch.randn_like(grid)
+    ops = torch.ops.grid_encoder
+    settings = (["bilinear", "nearest", "bicubic"].index(mode), PADDINGS.index(padding), align)
+
+    def results(dtype):
+        input, g = INPUT_LAYOUTS[layout](values.to(dtype)), grid.to(dtype)
+        go, ggg = grad_output.to(dtype), grad_grad_grid.to(dtype)
+        output = ops.grid_sample_forward(input, g, *settings, points == "point_major")
+        grad_grid = ops.grid_sample_backward(go, input, g, *settings, [False, True])[1]
+        d_grid = ops.grid_sample_double_backward(None, ggg, go, input, g, *settings, [False, False, True])[2]
+        return output, grad_grid, d_grid
+
+    for name, ours, expected in zip(("output", "grad_grid", "d_grid"), results(torch.float32), results(torch.float64)):
+        largest = expected.abs().max().item()  # bicubic's d_grid sums terms of both signs: relative to the largest
+        assert_close(ours, expected.float(), rtol=1e-5, atol=1e-5 * largest, msg=lambda m: f"{name}: {m}")
     if padding == "zeros":  # x more than two pixels left of the input: every tap outside
         outside = grid.clone()
         outside[..., 0] = torch.rand_like(grid[..., 0]) * 0.5 - 2
-        ours = op(INPUT_LAYOUTS[layout](torch.full_like(values, float("inf")).float()), outside, *settings)
-        assert torch.equal(ours, torch.zeros_like(ours))
+        infinities = INPUT_LAYOUTS[layout](torch.full_like(values, float("inf")).float())
+        output = ops.grid_sample_forward(infinities, outside, *settings, points == "point_major")
+        grad_grid = ops.grid_sample_backward(grad_output.float(), infinities, outside, *settings, [False, True])[1]
+        assert torch.equal(output, torch.zeros_like(output)) and torch.equal(grad_grid, torch.zeros_like(grad_grid))
 
 
 def test_default_arguments_are_bilinear_zeros_align_corners(device):

@@ -14,7 +14,7 @@
 
 #include <algorithm>
 
-#include "forward_avx2.h"
+#include "kernels_cpu_avx2.h"
 #include "problem.h"
 
 namespace grid_encoder {
@@ -71,9 +71,7 @@ void zero_plane(const ImageView<scalar_t, kDims>& t, const int64_t (&size)[kDims
 
 /// Points the CPU kernels take at a time (see forward_run).
 constexpr int kRunPoints = 16;
-#ifdef GRID_ENCODER_AVX2_FORWARD
-static_assert(kRunPoints <= 8 * kAvx2Groups, "forward_run_avx2 takes a run at a time");
-#endif
+static_assert(kRunPoints <= 8 * kAvx2Groups, "the AVX2 runs take a run at a time");
 
 /// Where the taps of a run's points lie in an image with the given strides: offset[i][k] for tap k of point i, and
 /// whether it lies inside. A tap outside gets offset 0, so that a kernel may read it and add a selected zero (see
@@ -293,28 +291,34 @@ struct CpuPhases {
   static void scatter_into_input(const Problem& pb, Coefficients coefficients);
 };
 
+/// Calls scalar(first, count) for runs of points as for_each_run does, or where kernels_cpu_avx2.h serves the
+/// problem vector(first, whole) for a run's whole groups of eight points and scalar for the rest. vector is a generic
+/// lambda: instantiated only where called.
+template <typename scalar_t, typename S, typename Vector, typename Scalar>
+void for_each_run_vectorized(const Problem& pb, const SampleArgs<scalar_t, S::kDims>& args, int64_t work_per_point,
+                             const Vector& vector, const Scalar& scalar) {
+  if constexpr (kAvx2Runs<scalar_t, S::kMode, S::kPadding, S::kDims>) {
+    if (avx2_runs_available() && offsets_fit_int32(args.input, args.size)) {
+      for_each_run(pb, work_per_point, kRunPoints, [&](int64_t first, int count) {
+        const int whole = count / 8 * 8;
+        if (whole > 0) vector(first, whole);
+        if (whole < count) scalar(first + whole, count - whole);
+      });
+      return;
+    }
+  }
+  for_each_run(pb, work_per_point, kRunPoints, scalar);
+}
+
 template <typename scalar_t>
 void CpuPhases<scalar_t>::sample_output(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-#ifdef GRID_ENCODER_AVX2_FORWARD
-    if constexpr (kAvx2Forward<scalar_t, S::kMode, S::kPadding, S::kDims>) {
-      if (cpu_has_avx2() && offsets_fit_int32(args.input, args.size)) {
-        for_each_run(pb, pb.channels() * S::kTaps, kRunPoints, [&](int64_t first, int count) {
-          const int whole = count / 8 * 8;  // eight points at a time, the rest one by one
-          if (whole > 0) forward_run_avx2<S::kMode, S::kPadding>(args, first, whole);
-          if (whole < count) {
-            forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first + whole, count - whole);
-          }
-        });
-        return;
-      }
-    }
-#endif
-    for_each_run(pb, pb.channels() * S::kTaps, kRunPoints, [&](int64_t first, int count) {
-      forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
-    });
+    for_each_run_vectorized<scalar_t, S>(
+        pb, args, pb.channels() * S::kTaps,
+        [&](auto first, int count) { forward_run_avx2<S::kMode, S::kPadding>(args, first, count); },
+        [&](int64_t first, int count) { forward_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count); });
   });
 }
 
@@ -323,9 +327,12 @@ void CpuPhases<scalar_t>::grad_grid(const Problem& pb) {
   dispatch_cpu_sampler(pb, [&](auto sampler) {
     using S = decltype(sampler);
     const auto args = make_args<scalar_t, S::kDims>(pb);
-    for_each_run(pb, pb.channels() * S::kTaps * S::kDims, kRunPoints, [&](int64_t first, int count) {
-      grad_grid_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
-    });
+    for_each_run_vectorized<scalar_t, S>(
+        pb, args, pb.channels() * S::kTaps * S::kDims,
+        [&](auto first, int count) { grad_grid_run_avx2<S::kMode, S::kPadding>(args, first, count); },
+        [&](int64_t first, int count) {
+          grad_grid_run<scalar_t, S::kMode, S::kPadding, S::kDims>(args, first, count);
+        });
   });
 }
 

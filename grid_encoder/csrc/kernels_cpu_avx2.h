@@ -1,33 +1,35 @@
-// The CPU forward of the common cases, eight points per instruction: 2-D sampling of float tensors with zeros or
-// border padding (every mode), on x86-64 processors with AVX2 (chosen at run time; the library itself is
-// compiled for the baseline instruction set). Per point the scalar forward_run spends most of its time on the tap
-// arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight points take
-// each step together, and each channel's taps load by masked gathers. Every operation is the scalar path's, in
-// the same order (no fused multiply-adds), so that both give the same bits: taps.h stays the definition.
+// The CPU forward and grad_grid of the common cases, eight points per instruction: 2-D sampling of float tensors
+// with zeros or border padding (every mode), on x86-64 processors with AVX2 (chosen at run time; the library itself
+// is compiled for the baseline instruction set). Per point the scalar runs of kernels_cpu.h spend most of their time
+// on the tap arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight
+// points take each step together, and each channel's taps load by masked gathers. Every operation is the scalar
+// path's, in the same order (no fused multiply-adds), so that both give the same bits: taps.h stays the definition.
 #pragma once
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define GRID_ENCODER_AVX2_FORWARD 1
-
-#include <immintrin.h>
 
 #include <climits>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "point_work.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GRID_ENCODER_AVX2_RUNS 1
+#include <immintrin.h>
+#endif
+
 namespace grid_encoder {
 
-/// Whether the processor runs AVX2 instructions (asked once).
-inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
+#ifdef GRID_ENCODER_AVX2_RUNS
+constexpr bool kAvx2Compiled = true;
+#else
+constexpr bool kAvx2Compiled = false;  // other processors and compilers: the scalar runs only
+#endif
 
-/// Whether forward_run_avx2 serves these settings, dtype and dimensionality.
+/// Whether the runs of this file serve these settings, dtype and dimensionality.
 template <typename scalar_t, Mode M, Padding P, int kDims>
-constexpr bool kAvx2Forward = std::is_same<scalar_t, float>::value && kDims == 2 && P != Padding::Reflection;
+constexpr bool kAvx2Runs =
+    kAvx2Compiled && std::is_same<scalar_t, float>::value && kDims == 2 && P != Padding::Reflection;
 
 /// Whether every tap offset of an image plane fits the gathers' 32-bit indices.
 template <int kDims>
@@ -35,6 +37,27 @@ bool offsets_fit_int32(const ImageView<const float, kDims>& image, const int64_t
   int64_t last = 0;
   for (int e = 0; e < kDims; ++e) last += (size[e] - 1) * image.stride[e];
   return last < INT_MAX;
+}
+
+/// Groups of eight points that a run takes at most.
+constexpr int kAvx2Groups = 2;
+
+// forward_run_avx2 and grad_grid_run_avx2 (below): forward_run and grad_grid_run of kernels_cpu.h for the points
+// [first, first + count) of one batch item, count a multiple of 8 and at most 8 * kAvx2Groups, where kAvx2Runs,
+// avx2_runs_available and offsets_fit_int32 allow.
+
+#ifndef GRID_ENCODER_AVX2_RUNS
+inline bool avx2_runs_available() { return false; }
+// Declared only, for the calls that kAvx2Runs discards.
+template <Mode M, Padding P>
+void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count);
+template <Mode M, Padding P>
+void grad_grid_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count);
+#else
+/// Whether the processor runs AVX2 instructions (asked once).
+inline bool avx2_runs_available() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
 }
 
 /// The taps of eight points along one axis (AxisTaps' arithmetic, lane by lane): each tap's pixel index and weight.
@@ -129,48 +152,64 @@ __attribute__((target("avx2"))) inline __m256 pairs_in_order(__m256 v) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
 }
 
-/// Groups of eight points that forward_run_avx2 takes at a time.
-constexpr int kAvx2Groups = 2;
+/// The taps of a run's groups of eight points: for tap k of group g (PointTaps' order: x tap k % axis taps, y tap
+/// k / axis taps), the offsets in an image plane, the gather masks (taps inside) and the weights.
+template <Mode M>
+struct RunTaps8 {
+  static constexpr int kAxisTaps = kTapsPerAxis<M>, kTaps = kAxisTaps * kAxisTaps;
+  __m256i offset[kAvx2Groups][kTaps];
+  __m256 inside[kAvx2Groups][kTaps];
+  __m256 weight[kAvx2Groups][kTaps];
+};
 
-/// forward_run for the points [first, first + count) of one batch item, count a multiple of 8 and at most
-/// 8 * kAvx2Groups, where kAvx2Forward and offsets_fit_int32 allow.
+/// The taps of the points [first, first + 8 * groups) of one batch item.
 template <Mode M, Padding P>
-__attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
-  constexpr int kAxisTaps = kTapsPerAxis<M>, kTaps = kAxisTaps * kAxisTaps;
-  constexpr int kGroups = kAvx2Groups;
-  __m256 weight[kGroups][kTaps];
-  __m256i offset[kGroups][kTaps];
-  __m256 inside[kGroups][kTaps];  // gather masks
-  const int groups = count / 8;
+__attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>& a, int64_t first, int groups,
+                                                     RunTaps8<M>& taps) {
+  constexpr int kAxisTaps = RunTaps8<M>::kAxisTaps;
   for (int group = 0; group < groups; ++group) {
     const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
     const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
     // de-interleaved: x0 x1 x4 x5 | x2 x3 x6 x7, then in order
     const AxisTaps8<M> x = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0],
-                                         a.align_corners);
+                                            a.align_corners);
     const AxisTaps8<M> y = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1],
-                                         a.align_corners);
-    for (int k = 0; k < kTaps; ++k) {  // tap k: x tap k % kAxisTaps, y tap k / kAxisTaps (PointTaps' order)
+                                            a.align_corners);
+    for (int k = 0; k < RunTaps8<M>::kTaps; ++k) {
       const __m256i ix = x.index[k % kAxisTaps], iy = y.index[k / kAxisTaps];
-      inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
-      offset[group][k] =
+      taps.inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
+      taps.offset[group][k] =
           _mm256_add_epi32(_mm256_mullo_epi32(ix, _mm256_set1_epi32(static_cast<int>(a.input.stride[0]))),
                            _mm256_mullo_epi32(iy, _mm256_set1_epi32(static_cast<int>(a.input.stride[1]))));
       // (1 * W_x) * W_y, as PointTaps::weights
-      weight[group][k] = _mm256_mul_ps(x.weight[k % kAxisTaps], y.weight[k / kAxisTaps]);
+      taps.weight[group][k] = _mm256_mul_ps(x.weight[k % kAxisTaps], y.weight[k / kAxisTaps]);
     }
   }
+}
+
+/// coefficient * the plane's value at tap k of the group, or +0 for a tap outside (not read): what the scalar runs
+/// add, a product or a selected zero.
+template <Mode M>
+__attribute__((target("avx2"))) inline __m256 tap_term8(const RunTaps8<M>& taps, int group, int k, const float* plane,
+                                                       __m256 coefficient) {
+  const __m256 tap = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), plane, taps.offset[group][k],
+                                              taps.inside[group][k], sizeof(float));
+  return _mm256_and_ps(_mm256_mul_ps(coefficient, tap), taps.inside[group][k]);
+}
+
+template <Mode M, Padding P>
+__attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
+  RunTaps8<M> taps;
+  const int groups = count / 8;
+  run_taps8<M, P>(a, first, groups, taps);
   const int64_t n = first / a.points;
   const float* plane = a.input.plane(n, 0);
   float* out = a.output.element(n, 0, first % a.points);
   for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, out += a.output.stride_c) {
     for (int group = 0; group < groups; ++group) {
-      // a tap outside is not read, and adds +0 (its masked product), as the scalar path adds a selected zero
       __m256 value = _mm256_setzero_ps();
-      for (int k = 0; k < kTaps; ++k) {
-        const __m256 tap =
-            _mm256_mask_i32gather_ps(_mm256_setzero_ps(), plane, offset[group][k], inside[group][k], sizeof(float));
-        value = _mm256_add_ps(value, _mm256_and_ps(_mm256_mul_ps(weight[group][k], tap), inside[group][k]));
+      for (int k = 0; k < RunTaps8<M>::kTaps; ++k) {
+        value = _mm256_add_ps(value, tap_term8(taps, group, k, plane, taps.weight[group][k]));
       }
       float* target = out + group * 8 * a.output.stride_p;
       if (a.output.stride_p == 1) {
@@ -184,6 +223,45 @@ __attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>
   }
 }
 
-}  // namespace grid_encoder
+// grad_grid_run's per-tap sums sum_c gO V_k eight points at a time, then each point's grid terms from its scalar taps
+// (add_grid_terms, which needs the weights' derivatives).
+template <Mode M, Padding P>
+__attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
+  constexpr int kTaps = RunTaps8<M>::kTaps;
+  RunTaps8<M> taps;
+  const int groups = count / 8;
+  run_taps8<M, P>(a, first, groups, taps);
+  __m256 go_dot_v[kAvx2Groups][kTaps];
+  for (int group = 0; group < groups; ++group)
+    for (int k = 0; k < kTaps; ++k) go_dot_v[group][k] = _mm256_setzero_ps();
+  const int64_t n = first / a.points;
+  const float* plane = a.input.plane(n, 0);
+  const float* go = a.grad_output.element(n, 0, first % a.points);
+  for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, go += a.grad_output.stride_c) {
+    for (int group = 0; group < groups; ++group) {
+      const float* g = go + group * 8 * a.grad_output.stride_p;
+      const int64_t s = a.grad_output.stride_p;
+      const __m256 grad = s == 1 ? _mm256_loadu_ps(g)
+                                 : _mm256_setr_ps(g[0], g[s], g[2 * s], g[3 * s], g[4 * s], g[5 * s], g[6 * s], g[7 * s]);
+      for (int k = 0; k < kTaps; ++k) {
+        go_dot_v[group][k] = _mm256_add_ps(go_dot_v[group][k], tap_term8(taps, group, k, plane, grad));
+      }
+    }
+  }
+  for (int group = 0; group < groups; ++group) {
+    alignas(32) float sums[kTaps][8];
+    for (int k = 0; k < kTaps; ++k) _mm256_store_ps(sums[k], go_dot_v[group][k]);
+    for (int i = 0; i < 8; ++i) {
+      const int64_t point = first + group * 8 + i;
+      float point_sums[kTaps];
+      for (int k = 0; k < kTaps; ++k) point_sums[k] = sums[k][i];
+      float grid_share[2] = {};
+      add_grid_terms<2>(a, point, point_taps<float, M, P, 2>(a, point), point_sums, grid_share);
+      store_grid_values(grid_result(a), point, grid_share);
+    }
+  }
+}
 
-#endif  // __x86_64__ && __GNUC__
+#endif  // GRID_ENCODER_AVX2_RUNS
+
+}  // namespace grid_encoder
