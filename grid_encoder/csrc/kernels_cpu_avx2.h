@@ -239,8 +239,8 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
   const float* go = a.grad_output.element(n, 0, first % a.points);
   for (int64_t c = 0; c < a.channels; ++c, plane += a.input.stride_c, go += a.grad_output.stride_c) {
     for (int group = 0; group < groups; ++group) {
-      const float* g = go + group * 8 * a.grad_output.stride_p;
       const int64_t s = a.grad_output.stride_p;
+      const float* g = go + group * 8 * s;
       const __m256 grad = s == 1 ? _mm256_loadu_ps(g)
                                  : _mm256_setr_ps(g[0], g[s], g[2 * s], g[3 * s], g[4 * s], g[5 * s], g[6 * s], g[7 * s]);
       for (int k = 0; k < kTaps; ++k) {

@@ -74,9 +74,7 @@ void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, 
     buffers.rows = grad_output.data;
     buffers.row_stride_n = grad_output.stride_n;
     buffers.row_stride_p = grad_output.stride_p;
-    const int64_t element = static_cast<int64_t>(sizeof(scalar_t));
-    buffers.row_words = reinterpret_cast<uintptr_t>(grad_output.data) % 16 == 0 &&
-                        (grad_output.stride_n * element) % 16 == 0 && (grad_output.stride_p * element) % 16 == 0;
+    buffers.row_words = grad_output.channel_words;
   } else {
     points = at::empty({pb.sample_count(), pb.channels()}, pb.grad_output.options());
     buffers.points = static_cast<scalar_t*>(points.data_ptr());

@@ -96,6 +96,18 @@ void launch(const Problem& pb, Extra... extra) {
 // ---------------------------------------------------------------------------------------------
 // From tensors to the raw views of point_work.h.
 
+/// Whether t, with these strides (in elements), loads and stores whole channel blocks as 16-byte words (see
+/// load_block): its channels contiguous, its data pointer and every other stride on 16-byte boundaries. Channel
+/// blocks start at multiples of kChannelBlock, so every block is then aligned.
+inline bool channel_blocks_are_words(const at::Tensor& t, int64_t stride_c, at::IntArrayRef other_strides) {
+  const int64_t element = static_cast<int64_t>(t.element_size());
+  if (stride_c != 1 || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0) return false;
+  for (const int64_t stride : other_strides) {
+    if ((stride * element) % 16 != 0) return false;
+  }
+  return true;
+}
+
 template <typename scalar_t, int kDims>
 ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
   ImageView<scalar_t, kDims> view;
@@ -104,12 +116,9 @@ ImageView<scalar_t, kDims> image_view(const at::Tensor& t) {
   view.stride_n = t.stride(0);
   view.stride_c = t.stride(1);
   for (int e = 0; e < kDims; ++e) view.stride[e] = t.stride(t.dim() - 1 - e);
-  // Channel blocks start at multiples of kChannelBlock; with contiguous channels, every tap's block is then
-  // 16-byte aligned when the data pointer and the other strides are.
-  const int64_t element = static_cast<int64_t>(t.element_size());
-  bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && (view.stride_n * element) % 16 == 0;
-  for (int e = 0; e < kDims; ++e) aligned = aligned && (view.stride[e] * element) % 16 == 0;
-  view.channel_words = view.stride_c == 1 && aligned;
+  std::array<int64_t, kDims + 1> others{view.stride_n};
+  for (int e = 0; e < kDims; ++e) others[e + 1] = view.stride[e];
+  view.channel_words = channel_blocks_are_words(t, view.stride_c, others);
   return view;
 }
 
@@ -132,9 +141,7 @@ PointsView<scalar_t> points_view(const at::Tensor& t, int64_t points) {
   view.stride_n = (*strides)[0];
   view.stride_c = (*strides)[1];
   view.stride_p = (*strides)[2];
-  const int64_t element = static_cast<int64_t>(t.element_size());
-  view.channel_words = view.stride_c == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 &&
-                       (view.stride_n * element) % 16 == 0 && (view.stride_p * element) % 16 == 0;
+  view.channel_words = channel_blocks_are_words(t, view.stride_c, {view.stride_n, view.stride_p});
   return view;
 }
 
