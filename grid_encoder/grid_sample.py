@@ -88,27 +88,31 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
         with torch.autocast(input.device.type, enabled=False):
             return _grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners,
                                 point_major_output)
-    if not isinstance(input, torch.Tensor) or input.dtype in _REDUCED:
+    if not isinstance(input, torch.Tensor) or (input.dtype in _REDUCED and input.is_cpu):
         _check_arguments(input, grid, mode, padding_mode, align_corners)
-        if input.is_cpu:  # computed in float32, returned in the dtype
-            return _grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners,
-                                point_major_output).to(input.dtype)
-        if not _is_compiling() and input.is_cuda and not _build.cuda16_loaded:  # (traced: _forward_fake loads)
-            _build.load_cuda16()  # built on the first call in these dtypes
-    # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query).
+        # computed in float32, returned in the dtype
+        return _grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners,
+                            point_major_output).to(input.dtype)
+    # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query;
+    # _forward_fake loads the kernels the traced call needs).
     if _is_compiling() or _functorch_transforms_active() or _forward_ad._current_level >= 0:
         _check_arguments(input, grid, mode, padding_mode, align_corners)
         if _is_compiling():
             return _forward(input, grid, *settings, point_major_output)
+        _build.load_for(input)
         return transforms.Sample.apply(input, grid, settings)
     # The operator checks its arguments before any kernel runs (the fake one, for meta tensors, runs
     # _check_tensors); only if it refuses them do the Python checks run, to say what was wrong in grid_sample's
-    # terms. This is the path of every plain call: it skips their microsecond.
+    # terms. This is the path of every plain call: it skips their microsecond. The operator also refuses the
+    # dtypes whose kernels are built on first use (float64 on the CPU, float16 and bfloat16 on CUDA) until
+    # _build.load_for has loaded them.
     try:
         return _forward(input, grid, *settings, point_major_output)
     except Exception as error:
         refused = error
     _check_arguments(input, grid, mode, padding_mode, align_corners)
+    if _build.load_for(input):
+        return _forward(input, grid, *settings, point_major_output)
     raise refused
 
 
@@ -189,8 +193,7 @@ def _check_tensors(input, grid):
 @torch.library.register_fake("grid_encoder::grid_sample_forward")
 def _forward_fake(input, grid, mode, padding, align_corners, point_major_output=False):
     _check_tensors(input, grid)  # the operator's own checks are C++, which meta and fake tensors skip
-    if input.dtype in _REDUCED and input.device.type == "cuda":  # torch.compile's graph will run them
-        _build.load_cuda16()
+    _build.load_for(input)  # the kernels that torch.compile's graph will run, where built on first use
     shape = (input.shape[0], input.shape[1], *grid.shape[1:-1])
     if not point_major_output:
         return input.new_empty(shape)

@@ -16,6 +16,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: compiles the kernels from nothing (deselect with -m 'not slow')")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _float64_cpu_kernels():
+    """Loads the float64 CPU kernels (built on first use) up front, for the tests that call the operators directly;
+    test_packaging checks that grid_sample's first call loads them."""
+    from grid_encoder import _build
+
+    _build.load_on_use("cpu64")
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param

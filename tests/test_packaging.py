@@ -120,9 +120,10 @@ def test_cuda_instantiation_files_match_their_generator():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_float16_cuda_kernels_are_a_library_of_their_own():
-    """The main CUDA build compiles float and double; float16 and bfloat16 build on their first use. Every
-    instantiation file belongs to exactly one of the two, and the host code of the phases to both."""
+def test_libraries_built_on_first_use_hold_their_own_sources():
+    """The main build compiles the operators and the float (and on CUDA double) kernels; the CPU kernels for double
+    and the CUDA kernels for float16 and bfloat16 build on their first use. Every CUDA instantiation file belongs to
+    exactly one CUDA library, and the host code of the CUDA phases to both."""
     from grid_encoder import _build
 
     main, dtypes16 = _build._sources("cuda"), _build._sources("cuda16")
@@ -133,10 +134,48 @@ def test_float16_cuda_kernels_are_a_library_of_their_own():
     assert all(s.endswith(("_f16.cu", "_bf16.cu")) for s in dtypes16 if s.startswith("instantiations"))
     assert not any(s.endswith(("_f16.cu", "_bf16.cu")) for s in main)
     assert "phases_cuda.cpp" in main and "phases_cuda.cpp" in dtypes16
-    assert _build._build_dir("cuda16")[0] != _build._build_dir("cuda")[0]
-    if not _build.has_cuda:  # a CPU-only library has nothing to load them into: no build, no error
-        _build.load_cuda16()
-        assert not _build.cuda16_loaded
+    assert _build._sources("cpu64") == ["kernels_cpu_f64.cpp"]
+    assert not set(_build._sources("cpu64")) & set(main + _build._sources("cpu"))
+    names = {_build._build_dir(kind)[0] for kind in ("cpu", "cpu64", "cuda", "cuda16")}
+    assert len(names) == 4
+
+
+@pytest.mark.parametrize("first_call", ["grid_sample", "torch.func", "torch.compile", "encoder"])
+def test_float64_cpu_kernels_load_on_first_use(first_call):
+    """In a new process the float64 CPU kernels are not loaded and the operator called directly says how to load
+    them; the first float64 call, whichever path it takes, loads them, and from then on the operator runs them."""
+    result = _run(f"""
+        import torch, torch.nn.functional as F
+        from grid_encoder import _build, grid_sample, sample_planes
+        x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+        g = torch.rand(2, 4, 5, 2, dtype=torch.float64) * 2 - 1
+        assert "cpu64" not in _build.loaded_on_use
+        try:
+            torch.ops.grid_encoder.grid_sample_forward(x, g, 0, 0, True)
+            raise AssertionError("the operator ran without its float64 kernels")
+        except RuntimeError as error:
+            assert "float64 CPU kernels are not loaded" in str(error), error
+        expected = F.grid_sample(x, g, align_corners=True)
+        first_call = {first_call!r}
+        if first_call == "grid_sample":
+            out = grid_sample(x, g)
+        elif first_call == "torch.func":
+            out = torch.func.vmap(lambda x, g: grid_sample(x[None], g[None])[0])(x, g)
+        elif first_call == "torch.compile":
+            out = torch.compile(grid_sample, fullgraph=True, backend="aot_eager")(x, g)
+        else:
+            points = torch.rand(20, 3, dtype=torch.float64) * 2 - 1
+            planes = torch.randn(3, 4, 6, 7, dtype=torch.float64)
+            expected = torch.cat([F.grid_sample(planes[k:k + 1], points[None, None, :, list(axes)],
+                                                align_corners=True)[0, :, 0].T
+                                  for k, axes in enumerate(((0, 1), (0, 2), (1, 2)))], dim=1)
+            out = sample_planes(planes, points)
+        assert "cpu64" in _build.loaded_on_use
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+        assert torch.equal(torch.ops.grid_encoder.grid_sample_forward(x, g, 0, 0, True), grid_sample(x, g))
+        print("loaded on first use")
+    """, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert "loaded on first use" in result.stdout
 
 
 @pytest.mark.slow
@@ -146,7 +185,8 @@ def test_float16_cuda_library_compiles_and_loads():
     from grid_encoder import _build
 
     if not _build.has_cuda:
+        assert not _build.load_on_use("cuda16")  # a CPU-only library has nothing to load them into: no build
         pytest.skip("the loaded library has no CUDA kernels")
-    _build.load_cuda16()
-    assert _build.cuda16_loaded
+    _build.load_on_use("cuda16")
+    assert "cuda16" in _build.loaded_on_use
 

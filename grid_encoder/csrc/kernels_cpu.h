@@ -1,5 +1,5 @@
 // The CPU kernels of the phases in problem.h, per dtype (CpuPhases<scalar_t>). kernels_cpu.cpp dispatches to them
-// and instantiates float's, instantiations/cpu_f64.cpp double's.
+// and instantiates float's; kernels_cpu_f64.cpp instantiates double's in a library of their own.
 //
 // Each kernel takes runs of up to kRunPoints points of one batch item: their taps first (taps.h, and point_work.h's
 // point_taps, scatter_coefficients and add_grid_terms, shared with CUDA), then channel by channel, which reads and
@@ -375,6 +375,11 @@ void CpuPhases<scalar_t>::scatter_into_input(const Problem& pb, Coefficients coe
     });
   });
 }
+
+/// The phases of one dtype, as problem.h's pointers.
+template <typename scalar_t>
+constexpr Phases kCpuPhases{CpuPhases<scalar_t>::sample_output, CpuPhases<scalar_t>::grad_grid,
+                            CpuPhases<scalar_t>::double_backward_points, CpuPhases<scalar_t>::scatter_into_input};
 
 extern template struct CpuPhases<float>;
 extern template struct CpuPhases<double>;

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <optional>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -269,4 +270,19 @@ TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
 }
 #endif
 
+const Phases* cpu_double_phases = nullptr;
+const Phases* cuda_reduced_phases = nullptr;
+
 }  // namespace grid_encoder
+
+/// Hands the phases of a library built on first use to the launchers: `kind` "cpu64" (the CPU kernels for double) or
+/// "cuda16" (the CUDA kernels for float16 and bfloat16), `phases` what that library's grid_encoder_phases() returned.
+/// _build.py loads the library and calls this through ctypes; returns whether `kind` is known.
+extern "C" C10_EXPORT bool grid_encoder_set_phases(const char* kind, const void* phases) {
+  const std::string_view name(kind);
+  const grid_encoder::Phases** slot = name == "cpu64"    ? &grid_encoder::cpu_double_phases
+                                      : name == "cuda16" ? &grid_encoder::cuda_reduced_phases
+                                                         : nullptr;
+  if (slot != nullptr) *slot = static_cast<const grid_encoder::Phases*>(phases);
+  return slot != nullptr;
+}

@@ -5,8 +5,7 @@
 // This file is compiled twice. The main library's copy serves float and double and defines Phase::cuda; with
 // GRID_ENCODER_CUDA16 it is compiled into the float16/bfloat16 library, which _build.py builds on the first call in
 // those dtypes (a third of the CUDA build's work that most users never need), and the main library's Phase::cuda
-// reaches that library's phases through grid_encoder_load_cuda16().
-#include <dlfcn.h>
+// reaches that library's phases once _build.py has loaded it (grid_encoder_set_phases in operators.cpp).
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/cumsum.h>
@@ -128,23 +127,15 @@ void scatter_into_input(const Problem& pb, Coefficients coefficients) {
   });
 }
 
-/// The phases of one library, for its dtypes.
-struct CudaPhases {
-  void (*sample_output)(const Problem&);
-  void (*grad_grid)(const Problem&);
-  void (*double_backward_points)(const Problem&);
-  void (*scatter_into_input)(const Problem&, Coefficients);
-};
-
-constexpr CudaPhases kPhases{sample_output, grad_grid, double_backward_points, scatter_into_input};
+constexpr Phases kPhases{sample_output, grad_grid, double_backward_points, scatter_into_input};
 
 }  // namespace
 }  // namespace grid_encoder
 
 #ifdef GRID_ENCODER_CUDA16
 
-/// The float16/bfloat16 library's phases (see grid_encoder_load_cuda16).
-extern "C" __attribute__((visibility("default"))) const void* grid_encoder_cuda16_phases() {
+/// The float16/bfloat16 library's phases.
+extern "C" C10_EXPORT const void* grid_encoder_phases() {
   return &grid_encoder::kPhases;
 }
 
@@ -153,16 +144,11 @@ extern "C" __attribute__((visibility("default"))) const void* grid_encoder_cuda1
 namespace grid_encoder {
 namespace {
 
-const CudaPhases* cuda16_phases = nullptr;  // set by grid_encoder_load_cuda16
-
 /// The phases for the problem's dtype.
-const CudaPhases& phases(const Problem& pb) {
+const Phases& phases(const Problem& pb) {
   const auto dtype = pb.input.scalar_type();
   if (dtype != at::kHalf && dtype != at::kBFloat16) return kPhases;
-  TORCH_CHECK(cuda16_phases != nullptr, "grid_encoder: the float16/bfloat16 CUDA kernels are not loaded. "
-              "grid_encoder.grid_sample() builds and loads them on its first call with such tensors (and "
-              "torch.compile when it traces one); call it once before calling the operators directly");
-  return *cuda16_phases;
+  return loaded(cuda_reduced_phases, "float16/bfloat16 CUDA");
 }
 
 }  // namespace
@@ -187,15 +173,5 @@ at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format)
 }
 
 }  // namespace grid_encoder
-
-/// Loads the float16/bfloat16 library at `path` (_build.py calls this through ctypes); returns null, or why not.
-extern "C" __attribute__((visibility("default"))) const char* grid_encoder_load_cuda16(const char* path) {
-  void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (library == nullptr) return dlerror();
-  const auto get = reinterpret_cast<const void* (*)()>(dlsym(library, "grid_encoder_cuda16_phases"));
-  if (get == nullptr) return dlerror();
-  grid_encoder::cuda16_phases = static_cast<const grid_encoder::CudaPhases*>(get());
-  return nullptr;
-}
 
 #endif  // GRID_ENCODER_CUDA16

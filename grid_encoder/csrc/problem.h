@@ -78,6 +78,27 @@ struct ScatterIntoInput {
   static void cuda(const Problem& pb, Coefficients coefficients);
 };
 
+/// The four phases for the dtypes of one library, as pointers. The libraries built on first use (_build.py: the CPU
+/// kernels for double, the CUDA kernels for float16 and bfloat16) export theirs as grid_encoder_phases(); _build.py
+/// hands them to the main library's launchers through grid_encoder_set_phases (operators.cpp).
+struct Phases {
+  void (*sample_output)(const Problem&);
+  void (*grad_grid)(const Problem&);
+  void (*double_backward_points)(const Problem&);
+  void (*scatter_into_input)(const Problem&, Coefficients);
+};
+
+extern const Phases* cpu_double_phases;    // null until the CPU double library is loaded
+extern const Phases* cuda_reduced_phases;  // null until the CUDA float16/bfloat16 library is loaded
+
+/// *phases, or an error saying that the kernels for `dtypes` (a library built on first use) are not loaded.
+inline const Phases& loaded(const Phases* phases, const char* dtypes) {
+  TORCH_CHECK(phases != nullptr, "grid_encoder: the ", dtypes, " kernels are not loaded. grid_encoder.grid_sample() "
+              "builds and loads them on its first call with such tensors (and torch.compile when it traces one); "
+              "call it once before calling the operators directly");
+  return *phases;
+}
+
 #ifdef GRID_ENCODER_WITH_CUDA
 /// t in `format` (channels-last): t itself if it is already laid out so, else a copy (phases_cuda.cpp).
 at::Tensor channels_last_copy_cuda(const at::Tensor& t, at::MemoryFormat format);
