@@ -125,6 +125,21 @@ def test_channel_blocks_and_layouts_match_cpu(dims, dtype, channels, layout):
             assert_close(a.cpu().double(), b, rtol=tolerance, atol=tolerance * scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_working_copy_keeps_every_value(dims, dtype):
+    """Nearest sampling at every pixel centre gives the input back, so the channels-last working copy puts every
+    value in its place: rows under 96 bytes by positions, longer ones by tiles of 32 positions and up to 32 channels,
+    each with 16-byte and scalar stores."""
+    spatial = (7, 45) if dims == 2 else (3, 5, 13)  # 315 and 195 positions: whole tiles and a rest
+    axes = [torch.linspace(-1, 1, size, dtype=torch.float64, device="cuda") for size in spatial]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)  # x (along W) first
+    for channels in (4, 5, 12, 31, 32, 33, 40, 64, 70):
+        input = torch.randn(3, channels, *spatial, device="cuda").to(dtype)
+        grid = centres.expand(3, *centres.shape).to(dtype)
+        assert torch.equal(grid_sample(input, grid, "nearest", "zeros", True), input), channels
+
+
 @pytest.mark.parametrize("channels", [3, 16])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("padding", PADDINGS)
