@@ -230,10 +230,15 @@ def load():
 
 
 def load_for(t):
-    """Loads the library built on first use that serves tensor t's dtype and device, if there is one (see
-    load_on_use). Returns whether it loaded one now."""
+    """Loads the library built on first use that serves tensor t's dtype and device, if there is one and it is not
+    loaded yet (see load_on_use). Returns whether t needs such a library and it is loaded now (by this call or an
+    earlier one, perhaps on another thread)."""
     kind = _ON_USE.get((t.device.type, t.dtype))
-    return kind is not None and kind not in loaded_on_use and load_on_use(kind)
+    if kind is None:
+        return False
+    if kind not in loaded_on_use:
+        load_on_use(kind)
+    return kind in loaded_on_use
 
 
 def load_on_use(kind):

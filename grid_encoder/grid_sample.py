@@ -105,7 +105,7 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
     # _check_tensors); only if it refuses them do the Python checks run, to say what was wrong in grid_sample's
     # terms. This is the path of every plain call: it skips their microsecond. The operator also refuses the
     # dtypes whose kernels are built on first use (float64 on the CPU, float16 and bfloat16 on CUDA) until
-    # _build.load_for has loaded them.
+    # _build.load_for has loaded them (here, or on another thread meanwhile): then the call runs again.
     try:
         return _forward(input, grid, *settings, point_major_output)
     except Exception as error:

@@ -140,7 +140,7 @@ def test_libraries_built_on_first_use_hold_their_own_sources():
     assert len(names) == 4
 
 
-@pytest.mark.parametrize("first_call", ["grid_sample", "torch.func", "torch.compile", "encoder"])
+@pytest.mark.parametrize("first_call", ["grid_sample", "torch.func", "torch.compile", "encoder", "threads"])
 def test_float64_cpu_kernels_load_on_first_use(first_call):
     """In a new process the float64 CPU kernels are not loaded and the operator called directly says how to load
     them; the first float64 call, whichever path it takes, loads them, and from then on the operator runs them."""
@@ -163,6 +163,19 @@ def test_float64_cpu_kernels_load_on_first_use(first_call):
             out = torch.func.vmap(lambda x, g: grid_sample(x[None], g[None])[0])(x, g)
         elif first_call == "torch.compile":
             out = torch.compile(grid_sample, fullgraph=True, backend="aot_eager")(x, g)
+        elif first_call == "threads":  # first calls at once: those that wait for the loading then run too
+            import threading
+            from concurrent.futures import ThreadPoolExecutor
+            start = threading.Barrier(8)
+
+            def sample(_):
+                start.wait()
+                return grid_sample(x, g)
+
+            with ThreadPoolExecutor(8) as pool:
+                outs = list(pool.map(sample, range(8)))
+            assert all(torch.equal(o, outs[0]) for o in outs)
+            out = outs[0]
         else:
             points = torch.rand(20, 3, dtype=torch.float64) * 2 - 1
             planes = torch.randn(3, 4, 6, 7, dtype=torch.float64)
