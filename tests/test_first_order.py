@@ -190,8 +190,8 @@ INPUT_LAYOUTS = {  # (3, 5, 9, 11) inputs as they come
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
 def test_float32_point_wise_results_match_float64(device, mode, padding, align, layout, points):
     """float32 output, grad_grid and the eikonal step's d_grid (from grad_grad_grid alone) equal float64's to
-    float32's precision (the CPU takes eight points at a time where the processor allows: float32, 2-D, zeros or
-    border padding): points inside, outside, NaN, infinite and huge (not reflected: float32 folds those elsewhere),
+    float32's precision (the CPU takes eight points at a time where the processor allows: float32, 2-D): points
+    inside, outside, NaN, infinite and huge (not reflected: float32 folds those elsewhere),
     35 per batch item (runs of eight and a rest), every input layout, point tensors (output, grad_output) contiguous
     or point-major. Taps outside an input of infinities read nothing."""
     grid = random_grid(3, 7, 5, dtype=torch.float32, device=device, reach=1.3)

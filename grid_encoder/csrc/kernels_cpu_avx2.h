@@ -1,6 +1,6 @@
 // The CPU forward and grad_grid of the common cases, eight points per instruction: 2-D sampling of float tensors
-// with zeros or border padding (every mode), on x86-64 processors with AVX2 (chosen at run time; the library itself
-// is compiled for the baseline instruction set). Per point the scalar runs of kernels_cpu.h spend most of their time
+// (every mode and padding), on x86-64 processors with AVX2 (chosen at run time;
+// the library itself is compiled for the baseline instruction set). Per point the scalar runs of kernels_cpu.h spend most of their time
 // on the tap arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight
 // points take each step together, and each channel's taps load by masked gathers. Every operation is the scalar
 // path's, in the same order (no fused multiply-adds), so that both give the same bits: taps.h stays the definition.
@@ -29,7 +29,7 @@ constexpr bool kAvx2Compiled = false;  // other processors and compilers: the sc
 /// Whether the runs of this file serve these settings, dtype and dimensionality.
 template <typename scalar_t, Mode M, Padding P, int kDims>
 constexpr bool kAvx2Runs =
-    kAvx2Compiled && std::is_same<scalar_t, float>::value && kDims == 2 && P != Padding::Reflection;
+    kAvx2Compiled && std::is_same<scalar_t, float>::value && kDims == 2;
 
 /// Whether every tap offset of an image plane fits the gathers' 32-bit indices.
 template <int kDims>
@@ -97,6 +97,60 @@ __attribute__((target("avx2"))) inline __m256 cubic_k2_8(__m256 s) {
                        a4);
 }
 
+/// distance - quotient * span for four lanes, in double: exact for integral quotients below 2^22 (the product then
+/// fits a double's 53 bits, and the difference is exact where it is a float again); plus span where that is negative.
+__attribute__((target("avx2"))) inline __m128 remainder4(__m128 distance, __m128 quotient, __m256d span) {
+  __m256d r = _mm256_sub_pd(_mm256_cvtps_pd(distance), _mm256_mul_pd(_mm256_cvtps_pd(quotient), span));
+  r = _mm256_blendv_pd(r, _mm256_add_pd(r, span), _mm256_cmp_pd(r, _mm256_setzero_pd(), _CMP_LT_OQ));
+  return _mm256_cvtpd_ps(r);
+}
+
+/// reflect of taps.h (its slope aside) for eight coordinates, with the same bits. fmod(distance, span) is the exact
+/// remainder of the true integral quotient, which the floored float quotient (the scalar's `flips`) is, or exceeds by
+/// one where the division rounded up to an integer: remainder4 gives it exactly. Lanes where this cannot be
+/// vouched for (quotients from 2^22, NaN, infinities) take taps.h's own function, all eight then.
+__attribute__((target("avx2"))) inline __m256 reflect8(__m256 x, float low, float high) {
+  if (low == high) return _mm256_setzero_ps();
+  const float span = high - low;
+  const __m256 spans = _mm256_set1_ps(span), zero = _mm256_setzero_ps();
+  __m256 distance = _mm256_sub_ps(x, _mm256_set1_ps(low));
+  distance = _mm256_blendv_ps(distance, _mm256_sub_ps(zero, distance), _mm256_cmp_ps(distance, zero, _CMP_LT_OQ));
+  const __m256 flips = _mm256_floor_ps(_mm256_div_ps(distance, spans));
+  const __m256d spans_pd = _mm256_set1_pd(span);
+  const __m256 extra = _mm256_set_m128(
+      remainder4(_mm256_extractf128_ps(distance, 1), _mm256_extractf128_ps(flips, 1), spans_pd),
+      remainder4(_mm256_castps256_ps128(distance), _mm256_castps256_ps128(flips), spans_pd));
+  const __m256 vouched = _mm256_and_ps(_mm256_cmp_ps(flips, _mm256_set1_ps(float(1 << 22)), _CMP_LT_OQ),
+                                       _mm256_and_ps(_mm256_cmp_ps(extra, zero, _CMP_GE_OQ),
+                                                     _mm256_cmp_ps(extra, spans, _CMP_LT_OQ)));
+  if (_mm256_movemask_ps(vouched) != 0xFF) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, x);
+    for (int i = 0; i < 8; ++i) {
+      float unused_slope = 1;
+      lanes[i] = reflect(lanes[i], low, high, unused_slope);
+    }
+    return _mm256_load_ps(lanes);
+  }
+  // odd flips (the scalar's fmod(flips, 2) != 0) mirror the remainder
+  const __m256 odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+      _mm256_and_si256(_mm256_cvttps_epi32(flips), _mm256_set1_epi32(1)), _mm256_set1_epi32(1)));
+  const __m256 lows = _mm256_set1_ps(low);
+  return _mm256_blendv_ps(_mm256_add_ps(lows, extra), _mm256_sub_ps(_mm256_add_ps(lows, spans), extra), odd);
+}
+
+/// pad_coordinate of taps.h for eight coordinates.
+template <Padding P>
+__attribute__((target("avx2"))) inline __m256 pad8(__m256 x, int64_t size, bool align_corners) {
+  if constexpr (P == Padding::Border) {
+    return clip8(x, size);
+  } else if constexpr (P == Padding::Reflection) {
+    return clip8(align_corners ? reflect8(x, 0.0f, float(size - 1)) : reflect8(x, -0.5f, float(size) - 0.5f), size);
+  } else {
+    return x;
+  }
+}
+
 template <Mode M, Padding P>
 __attribute__((target("avx2"))) inline AxisTaps8<M> axis_taps8(__m256 g, int64_t size, bool align_corners) {
   const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
@@ -118,14 +172,12 @@ __attribute__((target("avx2"))) inline AxisTaps8<M> axis_taps8(__m256 g, int64_t
     taps.weight[2] = cubic_k1_8(_mm256_sub_ps(one, t));
     taps.weight[3] = cubic_k2_8(_mm256_sub_ps(_mm256_set1_ps(2.0f), t));
     for (int k = 0; k < 4; ++k) {
-      __m256 at = _mm256_add_ps(x0, _mm256_set1_ps(float(k - 1)));
-      if constexpr (P == Padding::Border) at = clip8(at, size);
+      const __m256 at = pad8<P>(_mm256_add_ps(x0, _mm256_set1_ps(float(k - 1))), size, align_corners);
       taps.index[k] = index8(_mm256_blendv_ps(_mm256_set1_ps(-100.0f), sanitize8(at), finite));
     }
     return taps;
   }
-  if constexpr (P == Padding::Border) x = clip8(x, size);
-  x = sanitize8(x);
+  x = sanitize8(pad8<P>(x, size, align_corners));
   if constexpr (M == Mode::Bilinear) {
     const __m256 x0 = _mm256_floor_ps(x);
     const __m256 t = _mm256_sub_ps(x, x0);
