@@ -20,7 +20,7 @@
 
 namespace grid_encoder {
 
-// Same numbering as torch's GridSamplerModeolation and GridSamplerPadding.
+// Same numbering as torch's GridSamplerInterpolation and GridSamplerPadding.
 enum class Mode : int64_t { Bilinear = 0, Nearest = 1, Bicubic = 2 };
 enum class Padding : int64_t { Zeros = 0, Border = 1, Reflection = 2 };
 
