@@ -226,6 +226,43 @@ def test_float32_point_wise_results_match_float64(device, mode, padding, align, 
         assert torch.equal(output, torch.zeros_like(output)) and torch.equal(grad_grid, torch.zeros_like(grad_grid))
 
 
+def _same_bits(a, b):
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+@pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
+def test_cpu_points_by_eights_give_the_scalar_bits(mode, padding, align):
+    """On the CPU, float32 2-D points go eight at a time (AVX2, where the processor has it) and a run's rest one at a
+    time, each computing taps.h's arithmetic: the same points in runs of eight and one by one give the same bits
+    (output, grad_grid, the eikonal step's d_grid). Points at and one ulp beside the reflection folds and the cell
+    edges, huge, NaN and infinite; inputs of 1 to 41 pixels a side (a zero-width fold at size 1)."""
+    folds = torch.tensor([1.0, -1.0, 3.0, -3.0, 5.0, -7.0, 0.5, -0.25, 999.0, -12345.0])
+    special = torch.cat([folds, torch.nextafter(folds, folds + 1), torch.nextafter(folds, folds - 1),
+                         torch.tensor([0.0, -0.0, 1e5, -3e6, 1e8, -1e9, 3e38, float("nan"), float("inf"),
+                                       -float("inf")])])
+    ops = torch.ops.grid_encoder
+    settings = (["bilinear", "nearest", "bicubic"].index(mode), PADDINGS.index(padding), align)
+    for size in [(37, 41), (1, 9), (2, 1)]:
+        input = torch.randn(1, 3, *size)
+        grid = (torch.rand(1, 1, 128, 2) * 2 - 1) * 3.3
+        picked = torch.randint(0, 256, (120,))
+        grid.view(-1)[picked] = special[torch.randint(0, len(special), (120,))]
+        grad_output, grad_grad_grid = torch.randn(1, 3, 1, 128), torch.randn_like(grid)
+
+        def results(input, grid, grad_output, grad_grad_grid):
+            return (ops.grid_sample_forward(input, grid, *settings),
+                    ops.grid_sample_backward(grad_output, input, grid, *settings, [False, True])[1],
+                    ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
+                                                    [False, False, True])[2])
+
+        by_eights = results(input, grid, grad_output, grad_grad_grid)  # one batch item of 128 points: runs of 16
+        one_by_one = results(input.expand(128, *input.shape[1:]), grid.view(128, 1, 1, 2),  # 128 items of one point
+                             grad_output.permute(3, 1, 2, 0), grad_grad_grid.view(128, 1, 1, 2))
+        for name, a, b in zip(("output", "grad_grid", "d_grid"), by_eights, one_by_one):
+            assert _same_bits(a.reshape(-1), b.permute(*([1, 0, 2, 3] if name == "output" else [1, 2, 0, 3]))
+                              .reshape(-1)), (name, size)
+
+
 def test_default_arguments_are_bilinear_zeros_align_corners(device):
     input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device)
     grid = random_grid(2, 4, 4, device=device)
