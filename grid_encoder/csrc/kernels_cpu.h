@@ -236,7 +236,14 @@ void scatter_run(const SampleArgs<scalar_t, kDims>& a, const ImageView<scalar_t,
   using Taps = PointTaps<T, M, P, kDims>;
   RunOffsets<Taps::kTaps> at;
   T coefficient[kRunPoints][Taps::kTaps];
-  for (int i = 0; i < count; ++i) {
+  int vectorized = 0;  // points whose taps and weights (the coefficients of grad_input) kernels_cpu_avx2.h computed
+  if constexpr (kAvx2Runs<scalar_t, M, P, kDims>) {
+    if (coefficients == Coefficients::Weights && avx2_runs_available() && offsets_fit_int32(target.stride, a.size)) {
+      vectorized = count / 8 * 8;
+      if (vectorized > 0) scatter_taps_avx2<M, P>(a, target.stride, first, vectorized, at.offset, at.inside, coefficient);
+    }
+  }
+  for (int i = vectorized; i < count; ++i) {
     const Taps taps = point_taps<scalar_t, M, P, kDims>(a, first + i);
     at.set(i, taps, target.stride);
     scatter_coefficients<kDims>(a, first + i, taps, coefficients, coefficient[i]);
@@ -298,7 +305,7 @@ template <typename scalar_t, typename S, typename Vector, typename Scalar>
 void for_each_run_vectorized(const Problem& pb, const SampleArgs<scalar_t, S::kDims>& args, int64_t work_per_point,
                              const Vector& vector, const Scalar& scalar) {
   if constexpr (kAvx2Runs<scalar_t, S::kMode, S::kPadding, S::kDims>) {
-    if (avx2_runs_available() && offsets_fit_int32(args.input, args.size)) {
+    if (avx2_runs_available() && offsets_fit_int32(args.input.stride, args.size)) {
       for_each_run(pb, work_per_point, kRunPoints, [&](int64_t first, int count) {
         const int whole = count / 8 * 8;
         if (whole > 0) vector(first, whole);

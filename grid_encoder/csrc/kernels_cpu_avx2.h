@@ -31,11 +31,11 @@ template <typename scalar_t, Mode M, Padding P, int kDims>
 constexpr bool kAvx2Runs =
     kAvx2Compiled && std::is_same<scalar_t, float>::value && kDims == 2;
 
-/// Whether every tap offset of an image plane fits the gathers' 32-bit indices.
+/// Whether every tap offset of an image plane with these strides fits the gathers' 32-bit indices.
 template <int kDims>
-bool offsets_fit_int32(const ImageView<const float, kDims>& image, const int64_t (&size)[kDims]) {
+bool offsets_fit_int32(const int64_t (&stride)[kDims], const int64_t (&size)[kDims]) {
   int64_t last = 0;
-  for (int e = 0; e < kDims; ++e) last += (size[e] - 1) * image.stride[e];
+  for (int e = 0; e < kDims; ++e) last += (size[e] - 1) * stride[e];
   return last < INT_MAX;
 }
 
@@ -44,7 +44,8 @@ constexpr int kAvx2Groups = 2;
 
 // forward_run_avx2 and grad_grid_run_avx2 (below): forward_run and grad_grid_run of kernels_cpu.h for the points
 // [first, first + count) of one batch item, count a multiple of 8 and at most 8 * kAvx2Groups, where kAvx2Runs,
-// avx2_runs_available and offsets_fit_int32 allow.
+// avx2_runs_available and offsets_fit_int32 allow; scatter_taps_avx2: scatter_run's taps and weights for such
+// points.
 
 #ifndef GRID_ENCODER_AVX2_RUNS
 inline bool avx2_runs_available() { return false; }
@@ -53,6 +54,9 @@ template <Mode M, Padding P>
 void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count);
 template <Mode M, Padding P>
 void grad_grid_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count);
+template <Mode M, Padding P, int kTaps>
+void scatter_taps_avx2(const SampleArgs<float, 2>& a, const int64_t (&stride)[2], int64_t first, int count,
+                       int64_t (*offset)[kTaps], bool (*inside)[kTaps], float (*weight)[kTaps]);
 #else
 /// Whether the processor runs AVX2 instructions (asked once).
 inline bool avx2_runs_available() {
@@ -214,10 +218,10 @@ struct RunTaps8 {
   __m256 weight[kAvx2Groups][kTaps];
 };
 
-/// The taps of the points [first, first + 8 * groups) of one batch item.
+/// The taps of the points [first, first + 8 * groups) of one batch item; offsets in an image plane of these strides.
 template <Mode M, Padding P>
-__attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>& a, int64_t first, int groups,
-                                                     RunTaps8<M>& taps) {
+__attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>& a, const int64_t (&stride)[2],
+                                                     int64_t first, int groups, RunTaps8<M>& taps) {
   constexpr int kAxisTaps = RunTaps8<M>::kAxisTaps;
   for (int group = 0; group < groups; ++group) {
     const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
@@ -231,8 +235,8 @@ __attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>
       const __m256i ix = x.index[k % kAxisTaps], iy = y.index[k / kAxisTaps];
       taps.inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
       taps.offset[group][k] =
-          _mm256_add_epi32(_mm256_mullo_epi32(ix, _mm256_set1_epi32(static_cast<int>(a.input.stride[0]))),
-                           _mm256_mullo_epi32(iy, _mm256_set1_epi32(static_cast<int>(a.input.stride[1]))));
+          _mm256_add_epi32(_mm256_mullo_epi32(ix, _mm256_set1_epi32(static_cast<int>(stride[0]))),
+                           _mm256_mullo_epi32(iy, _mm256_set1_epi32(static_cast<int>(stride[1]))));
       // (1 * W_x) * W_y, as PointTaps::weights
       taps.weight[group][k] = _mm256_mul_ps(x.weight[k % kAxisTaps], y.weight[k / kAxisTaps]);
     }
@@ -253,7 +257,7 @@ template <Mode M, Padding P>
 __attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
   RunTaps8<M> taps;
   const int groups = count / 8;
-  run_taps8<M, P>(a, first, groups, taps);
+  run_taps8<M, P>(a, a.input.stride, first, groups, taps);
   const int64_t n = first / a.points;
   const float* plane = a.input.plane(n, 0);
   float* out = a.output.element(n, 0, first % a.points);
@@ -282,7 +286,7 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
   constexpr int kTaps = RunTaps8<M>::kTaps;
   RunTaps8<M> taps;
   const int groups = count / 8;
-  run_taps8<M, P>(a, first, groups, taps);
+  run_taps8<M, P>(a, a.input.stride, first, groups, taps);
   __m256 go_dot_v[kAvx2Groups][kTaps];
   for (int group = 0; group < groups; ++group)
     for (int k = 0; k < kTaps; ++k) go_dot_v[group][k] = _mm256_setzero_ps();
@@ -310,6 +314,31 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
       float grid_share[2] = {};
       add_grid_terms<2>(a, point, point_taps<float, M, P, 2>(a, point), point_sums, grid_share);
       store_grid_values(grid_result(a), point, grid_share);
+    }
+  }
+}
+
+template <Mode M, Padding P, int kTaps>
+__attribute__((target("avx2"))) void scatter_taps_avx2(const SampleArgs<float, 2>& a, const int64_t (&stride)[2],
+                                                       int64_t first, int count, int64_t (*offset)[kTaps],
+                                                       bool (*inside)[kTaps], float (*weight)[kTaps]) {
+  static_assert(kTaps == RunTaps8<M>::kTaps);
+  RunTaps8<M> taps;
+  const int groups = count / 8;
+  run_taps8<M, P>(a, stride, first, groups, taps);
+  for (int group = 0; group < groups; ++group) {
+    for (int k = 0; k < kTaps; ++k) {
+      alignas(32) int32_t offsets[8];
+      alignas(32) float weights[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(offsets), taps.offset[group][k]);
+      _mm256_store_ps(weights, taps.weight[group][k]);
+      const int lanes_inside = _mm256_movemask_ps(taps.inside[group][k]);
+      for (int i = 0; i < 8; ++i) {
+        const int point = group * 8 + i;
+        inside[point][k] = (lanes_inside >> i) & 1;
+        offset[point][k] = inside[point][k] ? offsets[i] : 0;
+        weight[point][k] = weights[i];
+      }
     }
   }
 }
