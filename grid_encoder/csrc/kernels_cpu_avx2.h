@@ -69,13 +69,22 @@ template <Mode M>
 struct AxisTaps8 {
   __m256i index[kTapsPerAxis<M>];
   __m256 weight[kTapsPerAxis<M>];
+  __m256 slope;  // d(pixel coordinate)/d(grid value), as taps.h tracks it (bilinear's d1 is -slope, +slope)
 };
 
-/// clip: x clamped to [0, size - 1], NaN passing through.
-__attribute__((target("avx2"))) inline __m256 clip8(__m256 x, int64_t size) {
+/// -v, as unary minus (the sign bit flipped: -0 for +0).
+__attribute__((target("avx2"))) inline __m256 negate8(__m256 v) {
+  return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f));
+}
+
+/// clip: x clamped to [0, size - 1], NaN passing through; *slope set to 0 where the clamp bites.
+__attribute__((target("avx2"))) inline __m256 clip8(__m256 x, int64_t size, __m256* slope) {
   const __m256 high = _mm256_set1_ps(float(size - 1));
-  x = _mm256_blendv_ps(x, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ));
-  return _mm256_blendv_ps(x, high, _mm256_cmp_ps(x, high, _CMP_GE_OQ));
+  const __m256 low_bites = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LE_OQ);
+  x = _mm256_blendv_ps(x, _mm256_setzero_ps(), low_bites);
+  const __m256 high_bites = _mm256_cmp_ps(x, high, _CMP_GE_OQ);
+  *slope = _mm256_blendv_ps(*slope, _mm256_setzero_ps(), _mm256_or_ps(low_bites, high_bites));
+  return _mm256_blendv_ps(x, high, high_bites);
 }
 
 /// sanitize: NaN, inf and coordinates beyond the int32 range become -100.
@@ -109,16 +118,20 @@ __attribute__((target("avx2"))) inline __m128 remainder4(__m128 distance, __m128
   return _mm256_cvtpd_ps(r);
 }
 
-/// reflect of taps.h (its slope aside) for eight coordinates, with the same bits. fmod(distance, span) is the exact
+/// reflect of taps.h for eight coordinates, with the same bits (and *slope as it tracks it). fmod(distance, span) is the exact
 /// remainder of the true integral quotient, which the floored float quotient (the scalar's `flips`) is, or exceeds by
 /// one where the division rounded up to an integer: remainder4 gives it exactly. Lanes where this cannot be
 /// vouched for (quotients from 2^22, NaN, infinities) take taps.h's own function, all eight then.
-__attribute__((target("avx2"))) inline __m256 reflect8(__m256 x, float low, float high) {
-  if (low == high) return _mm256_setzero_ps();
+__attribute__((target("avx2"))) inline __m256 reflect8(__m256 x, float low, float high, __m256* slope) {
+  if (low == high) {
+    *slope = _mm256_setzero_ps();
+    return _mm256_setzero_ps();
+  }
   const float span = high - low;
   const __m256 spans = _mm256_set1_ps(span), zero = _mm256_setzero_ps();
   __m256 distance = _mm256_sub_ps(x, _mm256_set1_ps(low));
-  distance = _mm256_blendv_ps(distance, _mm256_sub_ps(zero, distance), _mm256_cmp_ps(distance, zero, _CMP_LT_OQ));
+  const __m256 below = _mm256_cmp_ps(distance, zero, _CMP_LT_OQ);
+  distance = _mm256_blendv_ps(distance, _mm256_sub_ps(zero, distance), below);
   const __m256 flips = _mm256_floor_ps(_mm256_div_ps(distance, spans));
   const __m256d spans_pd = _mm256_set1_pd(span);
   const __m256 extra = _mm256_set_m128(
@@ -128,28 +141,30 @@ __attribute__((target("avx2"))) inline __m256 reflect8(__m256 x, float low, floa
                                        _mm256_and_ps(_mm256_cmp_ps(extra, zero, _CMP_GE_OQ),
                                                      _mm256_cmp_ps(extra, spans, _CMP_LT_OQ)));
   if (_mm256_movemask_ps(vouched) != 0xFF) {
-    alignas(32) float lanes[8];
+    alignas(32) float lanes[8], slopes[8];
     _mm256_store_ps(lanes, x);
-    for (int i = 0; i < 8; ++i) {
-      float unused_slope = 1;
-      lanes[i] = reflect(lanes[i], low, high, unused_slope);
-    }
+    _mm256_store_ps(slopes, *slope);
+    for (int i = 0; i < 8; ++i) lanes[i] = reflect(lanes[i], low, high, slopes[i]);
+    *slope = _mm256_load_ps(slopes);
     return _mm256_load_ps(lanes);
   }
-  // odd flips (the scalar's fmod(flips, 2) != 0) mirror the remainder
+  // odd flips (the scalar's fmod(flips, 2) != 0) mirror the remainder; the slope turns with each mirroring
   const __m256 odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
       _mm256_and_si256(_mm256_cvttps_epi32(flips), _mm256_set1_epi32(1)), _mm256_set1_epi32(1)));
+  *slope = _mm256_blendv_ps(*slope, negate8(*slope), below);
+  *slope = _mm256_blendv_ps(*slope, negate8(*slope), odd);
   const __m256 lows = _mm256_set1_ps(low);
   return _mm256_blendv_ps(_mm256_add_ps(lows, extra), _mm256_sub_ps(_mm256_add_ps(lows, spans), extra), odd);
 }
 
-/// pad_coordinate of taps.h for eight coordinates.
+/// pad_coordinate of taps.h for eight coordinates (and *slope).
 template <Padding P>
-__attribute__((target("avx2"))) inline __m256 pad8(__m256 x, int64_t size, bool align_corners) {
+__attribute__((target("avx2"))) inline __m256 pad8(__m256 x, int64_t size, bool align_corners, __m256* slope) {
   if constexpr (P == Padding::Border) {
-    return clip8(x, size);
+    return clip8(x, size, slope);
   } else if constexpr (P == Padding::Reflection) {
-    return clip8(align_corners ? reflect8(x, 0.0f, float(size - 1)) : reflect8(x, -0.5f, float(size) - 0.5f), size);
+    x = align_corners ? reflect8(x, 0.0f, float(size - 1), slope) : reflect8(x, -0.5f, float(size) - 0.5f, slope);
+    return clip8(x, size, slope);
   } else {
     return x;
   }
@@ -165,6 +180,7 @@ __attribute__((target("avx2"))) inline AxisTaps8<M> axis_taps8(__m256 g, int64_t
     x = _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(g, one), _mm256_set1_ps(float(size))), one), half);
   }
   AxisTaps8<M> taps;
+  taps.slope = _mm256_set1_ps(align_corners ? float(size - 1) / 2 : float(size) / 2);
   if constexpr (M == Mode::Bicubic) {  // weights of the unpadded coordinate; each tap's index padded on its own
     const __m256 finite = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x),
                                         _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_LT_OQ);
@@ -176,12 +192,13 @@ __attribute__((target("avx2"))) inline AxisTaps8<M> axis_taps8(__m256 g, int64_t
     taps.weight[2] = cubic_k1_8(_mm256_sub_ps(one, t));
     taps.weight[3] = cubic_k2_8(_mm256_sub_ps(_mm256_set1_ps(2.0f), t));
     for (int k = 0; k < 4; ++k) {
-      const __m256 at = pad8<P>(_mm256_add_ps(x0, _mm256_set1_ps(float(k - 1))), size, align_corners);
+      __m256 unused_slope = taps.slope;
+      const __m256 at = pad8<P>(_mm256_add_ps(x0, _mm256_set1_ps(float(k - 1))), size, align_corners, &unused_slope);
       taps.index[k] = index8(_mm256_blendv_ps(_mm256_set1_ps(-100.0f), sanitize8(at), finite));
     }
     return taps;
   }
-  x = sanitize8(pad8<P>(x, size, align_corners));
+  x = sanitize8(pad8<P>(x, size, align_corners, &taps.slope));
   if constexpr (M == Mode::Bilinear) {
     const __m256 x0 = _mm256_floor_ps(x);
     const __m256 t = _mm256_sub_ps(x, x0);
@@ -216,6 +233,7 @@ struct RunTaps8 {
   __m256i offset[kAvx2Groups][kTaps];
   __m256 inside[kAvx2Groups][kTaps];
   __m256 weight[kAvx2Groups][kTaps];
+  AxisTaps8<M> axis[kAvx2Groups][2];  // x, y
 };
 
 /// The taps of the points [first, first + 8 * groups) of one batch item; offsets in an image plane of these strides.
@@ -227,10 +245,10 @@ __attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>
     const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
     const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
     // de-interleaved: x0 x1 x4 x5 | x2 x3 x6 x7, then in order
-    const AxisTaps8<M> x = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0],
-                                            a.align_corners);
-    const AxisTaps8<M> y = axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1],
-                                            a.align_corners);
+    const AxisTaps8<M>& x = taps.axis[group][0] =
+        axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0], a.align_corners);
+    const AxisTaps8<M>& y = taps.axis[group][1] =
+        axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1], a.align_corners);
     for (int k = 0; k < RunTaps8<M>::kTaps; ++k) {
       const __m256i ix = x.index[k % kAxisTaps], iy = y.index[k / kAxisTaps];
       taps.inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
@@ -279,6 +297,44 @@ __attribute__((target("avx2"))) void forward_run_avx2(const SampleArgs<float, 2>
   }
 }
 
+/// add_grid_terms and store_grid_values of point_work.h for eight bilinear points from their axis taps, with the
+/// scalar's operations in its order: dW_k/dg_e (weight_grads) or, with grad_grad_grid, sum_f d2W_k/dg_e dg_f ggG_f
+/// (directional_grads: only the mixed term, bilinear weights being straight along each axis), dotted with the sums.
+__attribute__((target("avx2"))) inline void bilinear_grid_terms8(const SampleArgs<float, 2>& a, int64_t first,
+                                                                 const AxisTaps8<Mode::Bilinear> (&axis)[2],
+                                                                 const __m256 (&go_dot_v)[4]) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 d1[2][2] = {{negate8(axis[0].slope), axis[0].slope}, {negate8(axis[1].slope), axis[1].slope}};
+  __m256 coefficient[2][4];
+  if (a.grad_grad_grid != nullptr) {
+    const float* g = a.grad_grad_grid + first * 2;
+    const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
+    const __m256 along[2] = {pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)),
+                             pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD))};
+    for (int k = 0; k < 4; ++k) {
+      const __m256 mixed = _mm256_mul_ps(d1[0][k % 2], d1[1][k / 2]);  // (1 * d1_x) * d1_y
+      coefficient[0][k] = _mm256_add_ps(zero, _mm256_mul_ps(mixed, along[1]));
+      coefficient[1][k] = _mm256_add_ps(zero, _mm256_mul_ps(mixed, along[0]));
+    }
+  } else {
+    for (int k = 0; k < 4; ++k) {
+      coefficient[0][k] = _mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]);
+      coefficient[1][k] = _mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]);
+    }
+  }
+  __m256 share[2];
+  for (int e = 0; e < 2; ++e) {
+    __m256 total = zero;  // dot
+    for (int k = 0; k < 4; ++k) total = _mm256_add_ps(total, _mm256_mul_ps(coefficient[e][k], go_dot_v[k]));
+    share[e] = _mm256_add_ps(zero, total);  // grid_share[e] = {} += total
+  }
+  // interleaved back: x0 y0 x1 y1 ...
+  const __m256 unpacked_low = _mm256_unpacklo_ps(share[0], share[1]), unpacked_high = _mm256_unpackhi_ps(share[0], share[1]);
+  float* result = grid_result(a) + first * 2;
+  _mm256_storeu_ps(result, _mm256_permute2f128_ps(unpacked_low, unpacked_high, 0x20));
+  _mm256_storeu_ps(result + 8, _mm256_permute2f128_ps(unpacked_low, unpacked_high, 0x31));
+}
+
 // grad_grid_run's per-tap sums sum_c gO V_k eight points at a time, then each point's grid terms from its scalar taps
 // (add_grid_terms, which needs the weights' derivatives).
 template <Mode M, Padding P>
@@ -305,6 +361,10 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
     }
   }
   for (int group = 0; group < groups; ++group) {
+    if constexpr (M == Mode::Bilinear) {
+      bilinear_grid_terms8(a, first + group * 8, taps.axis[group], go_dot_v[group]);
+      continue;
+    }
     alignas(32) float sums[kTaps][8];
     for (int k = 0; k < kTaps; ++k) _mm256_store_ps(sums[k], go_dot_v[group][k]);
     for (int i = 0; i < 8; ++i) {
