@@ -236,11 +236,14 @@ void scatter_run(const SampleArgs<scalar_t, kDims>& a, const ImageView<scalar_t,
   using Taps = PointTaps<T, M, P, kDims>;
   RunOffsets<Taps::kTaps> at;
   T coefficient[kRunPoints][Taps::kTaps];
-  int vectorized = 0;  // points whose taps and weights (the coefficients of grad_input) kernels_cpu_avx2.h computed
+  int vectorized = 0;  // points whose taps and coefficients kernels_cpu_avx2.h computed
   if constexpr (kAvx2Runs<scalar_t, M, P, kDims>) {
-    if (coefficients == Coefficients::Weights && avx2_runs_available() && offsets_fit_int32(target.stride, a.size)) {
+    const bool served = coefficients == Coefficients::Weights || M == Mode::Bilinear;
+    if (served && avx2_runs_available() && offsets_fit_int32(target.stride, a.size)) {
       vectorized = count / 8 * 8;
-      if (vectorized > 0) scatter_taps_avx2<M, P>(a, target.stride, first, vectorized, at.offset, at.inside, coefficient);
+      if (vectorized > 0) {
+        scatter_taps_avx2<M, P>(a, target.stride, first, vectorized, coefficients, at.offset, at.inside, coefficient);
+      }
     }
   }
   for (int i = vectorized; i < count; ++i) {

@@ -1,9 +1,10 @@
-// The CPU forward and grad_grid of the common cases, eight points per instruction: 2-D sampling of float tensors
-// (every mode and padding), on x86-64 processors with AVX2 (chosen at run time;
-// the library itself is compiled for the baseline instruction set). Per point the scalar runs of kernels_cpu.h spend most of their time
-// on the tap arithmetic (unnormalize, floor, weights, offsets, one branch per tap), not on the loads; here eight
-// points take each step together, and each channel's taps load by masked gathers. Every operation is the scalar
-// path's, in the same order (no fused multiply-adds), so that both give the same bits: taps.h stays the definition.
+// The CPU kernels of the common cases, eight points per instruction: the forward, grad_grid and the taps of the
+// grad_input scatter for 2-D sampling of float tensors (every mode and padding), on x86-64 processors with AVX2
+// (chosen at run time; the library itself is compiled for the baseline instruction set). Per point the scalar runs
+// of kernels_cpu.h spend most of their time on the tap arithmetic (unnormalize, floor, weights, offsets, one branch
+// per tap), not on the loads; here eight points take each step together, and each channel's taps load by masked
+// gathers. Every operation is the scalar path's, in the same order (no fused multiply-adds), so that both give the
+// same bits: taps.h stays the definition.
 #pragma once
 
 #include <climits>
@@ -44,8 +45,8 @@ constexpr int kAvx2Groups = 2;
 
 // forward_run_avx2 and grad_grid_run_avx2 (below): forward_run and grad_grid_run of kernels_cpu.h for the points
 // [first, first + count) of one batch item, count a multiple of 8 and at most 8 * kAvx2Groups, where kAvx2Runs,
-// avx2_runs_available and offsets_fit_int32 allow; scatter_taps_avx2: scatter_run's taps and weights for such
-// points.
+// avx2_runs_available and offsets_fit_int32 allow; scatter_taps_avx2: scatter_run's taps and coefficients for such
+// points (the weights, or for bilinear sampling the derivatives along grad_grad_grid).
 
 #ifndef GRID_ENCODER_AVX2_RUNS
 inline bool avx2_runs_available() { return false; }
@@ -56,7 +57,8 @@ template <Mode M, Padding P>
 void grad_grid_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count);
 template <Mode M, Padding P, int kTaps>
 void scatter_taps_avx2(const SampleArgs<float, 2>& a, const int64_t (&stride)[2], int64_t first, int count,
-                       int64_t (*offset)[kTaps], bool (*inside)[kTaps], float (*weight)[kTaps]);
+                       Coefficients coefficients, int64_t (*offset)[kTaps], bool (*inside)[kTaps],
+                       float (*coefficient)[kTaps]);
 #else
 /// Whether the processor runs AVX2 instructions (asked once).
 inline bool avx2_runs_available() {
@@ -335,8 +337,8 @@ __attribute__((target("avx2"))) inline void bilinear_grid_terms8(const SampleArg
   _mm256_storeu_ps(result + 8, _mm256_permute2f128_ps(unpacked_low, unpacked_high, 0x31));
 }
 
-// grad_grid_run's per-tap sums sum_c gO V_k eight points at a time, then each point's grid terms from its scalar taps
-// (add_grid_terms, which needs the weights' derivatives).
+// grad_grid_run's per-tap sums sum_c gO V_k eight points at a time, then the grid terms: bilinear's as vectors, the
+// other modes' from each point's scalar taps (add_grid_terms, which needs the weights' derivatives).
 template <Mode M, Padding P>
 __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 2>& a, int64_t first, int count) {
   constexpr int kTaps = RunTaps8<M>::kTaps;
@@ -378,26 +380,51 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
   }
 }
 
+/// directional of taps.h for eight bilinear points: the derivative of W_k along grad_grad_grid, the scalar's
+/// operations in its order.
+__attribute__((target("avx2"))) inline void bilinear_directional8(const SampleArgs<float, 2>& a, int64_t first,
+                                                                  const AxisTaps8<Mode::Bilinear> (&axis)[2],
+                                                                  __m256 (&along)[4]) {
+  const float* g = a.grad_grad_grid + first * 2;
+  const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
+  const __m256 v[2] = {pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)),
+                       pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD))};
+  const __m256 d1[2][2] = {{negate8(axis[0].slope), axis[0].slope}, {negate8(axis[1].slope), axis[1].slope}};
+  for (int k = 0; k < 4; ++k) {
+    const __m256 along_x = _mm256_mul_ps(_mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]), v[0]);
+    const __m256 along_y = _mm256_mul_ps(_mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]), v[1]);
+    along[k] = _mm256_add_ps(_mm256_add_ps(_mm256_setzero_ps(), along_x), along_y);
+  }
+}
+
 template <Mode M, Padding P, int kTaps>
 __attribute__((target("avx2"))) void scatter_taps_avx2(const SampleArgs<float, 2>& a, const int64_t (&stride)[2],
-                                                       int64_t first, int count, int64_t (*offset)[kTaps],
-                                                       bool (*inside)[kTaps], float (*weight)[kTaps]) {
+                                                       int64_t first, int count, Coefficients coefficients,
+                                                       int64_t (*offset)[kTaps], bool (*inside)[kTaps],
+                                                       float (*coefficient)[kTaps]) {
   static_assert(kTaps == RunTaps8<M>::kTaps);
   RunTaps8<M> taps;
   const int groups = count / 8;
   run_taps8<M, P>(a, stride, first, groups, taps);
   for (int group = 0; group < groups; ++group) {
+    __m256 coefficients8[kTaps];
+    if constexpr (M == Mode::Bilinear) {
+      if (coefficients == Coefficients::AlongGradGradGrid) {
+        bilinear_directional8(a, first + group * 8, taps.axis[group], coefficients8);
+      }
+    }
     for (int k = 0; k < kTaps; ++k) {
+      if (coefficients == Coefficients::Weights) coefficients8[k] = taps.weight[group][k];
       alignas(32) int32_t offsets[8];
       alignas(32) float weights[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(offsets), taps.offset[group][k]);
-      _mm256_store_ps(weights, taps.weight[group][k]);
+      _mm256_store_ps(weights, coefficients8[k]);
       const int lanes_inside = _mm256_movemask_ps(taps.inside[group][k]);
       for (int i = 0; i < 8; ++i) {
         const int point = group * 8 + i;
         inside[point][k] = (lanes_inside >> i) & 1;
         offset[point][k] = inside[point][k] ? offsets[i] : 0;
-        weight[point][k] = weights[i];
+        coefficient[point][k] = weights[i];
       }
     }
   }
