@@ -120,10 +120,10 @@ __attribute__((target("avx2"))) inline __m128 remainder4(__m128 distance, __m128
   return _mm256_cvtpd_ps(r);
 }
 
-/// reflect of taps.h for eight coordinates, with the same bits (and *slope as it tracks it). fmod(distance, span) is the exact
-/// remainder of the true integral quotient, which the floored float quotient (the scalar's `flips`) is, or exceeds by
-/// one where the division rounded up to an integer: remainder4 gives it exactly. Lanes where this cannot be
-/// vouched for (quotients from 2^22, NaN, infinities) take taps.h's own function, all eight then.
+/// reflect of taps.h for eight coordinates, with the same bits (and *slope as it tracks it). fmod(distance, span) is
+/// the exact remainder of the true integral quotient, which the floored float quotient (the scalar's `flips`) is, or
+/// exceeds by one where the division rounded up to an integer: remainder4 gives it exactly. Lanes where this cannot
+/// be vouched for (quotients from 2^22, NaN, infinities) take taps.h's own function, all eight then.
 __attribute__((target("avx2"))) inline __m256 reflect8(__m256 x, float low, float high, __m256* slope) {
   if (low == high) {
     *slope = _mm256_setzero_ps();
@@ -227,6 +227,23 @@ __attribute__((target("avx2"))) inline __m256 pairs_in_order(__m256 v) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
 }
 
+/// The x and y of eight points stored as pairs (x0 y0 x1 y1 ...: grids and their gradients), de-interleaved.
+__attribute__((target("avx2"))) inline void load_pairs8(const float* pairs, __m256 (&xy)[2]) {
+  const __m256 low = _mm256_loadu_ps(pairs), high = _mm256_loadu_ps(pairs + 8);
+  // x0 x1 x4 x5 | x2 x3 x6 x7, then in order (y likewise)
+  xy[0] = pairs_in_order(_mm256_shuffle_ps(low, high, 0x88));
+  xy[1] = pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD));
+}
+
+/// Bilinear's d1 along each axis: -slope for the lower tap, +slope for the upper.
+__attribute__((target("avx2"))) inline void bilinear_d1(const AxisTaps8<Mode::Bilinear> (&axis)[2],
+                                                        __m256 (&d1)[2][2]) {
+  for (int e = 0; e < 2; ++e) {
+    d1[e][0] = negate8(axis[e].slope);
+    d1[e][1] = axis[e].slope;
+  }
+}
+
 /// The taps of a run's groups of eight points: for tap k of group g (PointTaps' order: x tap k % axis taps, y tap
 /// k / axis taps), the offsets in an image plane, the gather masks (taps inside) and the weights.
 template <Mode M>
@@ -244,13 +261,10 @@ __attribute__((target("avx2"))) inline void run_taps8(const SampleArgs<float, 2>
                                                      int64_t first, int groups, RunTaps8<M>& taps) {
   constexpr int kAxisTaps = RunTaps8<M>::kAxisTaps;
   for (int group = 0; group < groups; ++group) {
-    const float* g = a.grid + (first + group * 8) * 2;  // x0 y0 x1 y1 ... x7 y7
-    const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
-    // de-interleaved: x0 x1 x4 x5 | x2 x3 x6 x7, then in order
-    const AxisTaps8<M>& x = taps.axis[group][0] =
-        axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)), a.size[0], a.align_corners);
-    const AxisTaps8<M>& y = taps.axis[group][1] =
-        axis_taps8<M, P>(pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD)), a.size[1], a.align_corners);
+    __m256 g[2];
+    load_pairs8(a.grid + (first + group * 8) * 2, g);
+    const AxisTaps8<M>& x = taps.axis[group][0] = axis_taps8<M, P>(g[0], a.size[0], a.align_corners);
+    const AxisTaps8<M>& y = taps.axis[group][1] = axis_taps8<M, P>(g[1], a.size[1], a.align_corners);
     for (int k = 0; k < RunTaps8<M>::kTaps; ++k) {
       const __m256i ix = x.index[k % kAxisTaps], iy = y.index[k / kAxisTaps];
       taps.inside[group][k] = _mm256_castsi256_ps(_mm256_and_si256(inside8(ix, a.size[0]), inside8(iy, a.size[1])));
@@ -306,13 +320,12 @@ __attribute__((target("avx2"))) inline void bilinear_grid_terms8(const SampleArg
                                                                  const AxisTaps8<Mode::Bilinear> (&axis)[2],
                                                                  const __m256 (&go_dot_v)[4]) {
   const __m256 zero = _mm256_setzero_ps();
-  const __m256 d1[2][2] = {{negate8(axis[0].slope), axis[0].slope}, {negate8(axis[1].slope), axis[1].slope}};
+  __m256 d1[2][2];
+  bilinear_d1(axis, d1);
   __m256 coefficient[2][4];
   if (a.grad_grad_grid != nullptr) {
-    const float* g = a.grad_grad_grid + first * 2;
-    const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
-    const __m256 along[2] = {pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)),
-                             pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD))};
+    __m256 along[2];
+    load_pairs8(a.grad_grad_grid + first * 2, along);
     for (int k = 0; k < 4; ++k) {
       const __m256 mixed = _mm256_mul_ps(d1[0][k % 2], d1[1][k / 2]);  // (1 * d1_x) * d1_y
       coefficient[0][k] = _mm256_add_ps(zero, _mm256_mul_ps(mixed, along[1]));
@@ -331,10 +344,10 @@ __attribute__((target("avx2"))) inline void bilinear_grid_terms8(const SampleArg
     share[e] = _mm256_add_ps(zero, total);  // grid_share[e] = {} += total
   }
   // interleaved back: x0 y0 x1 y1 ...
-  const __m256 unpacked_low = _mm256_unpacklo_ps(share[0], share[1]), unpacked_high = _mm256_unpackhi_ps(share[0], share[1]);
+  const __m256 low = _mm256_unpacklo_ps(share[0], share[1]), high = _mm256_unpackhi_ps(share[0], share[1]);
   float* result = grid_result(a) + first * 2;
-  _mm256_storeu_ps(result, _mm256_permute2f128_ps(unpacked_low, unpacked_high, 0x20));
-  _mm256_storeu_ps(result + 8, _mm256_permute2f128_ps(unpacked_low, unpacked_high, 0x31));
+  _mm256_storeu_ps(result, _mm256_permute2f128_ps(low, high, 0x20));
+  _mm256_storeu_ps(result + 8, _mm256_permute2f128_ps(low, high, 0x31));
 }
 
 // grad_grid_run's per-tap sums sum_c gO V_k eight points at a time, then the grid terms: bilinear's as vectors, the
@@ -385,11 +398,9 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
 __attribute__((target("avx2"))) inline void bilinear_directional8(const SampleArgs<float, 2>& a, int64_t first,
                                                                   const AxisTaps8<Mode::Bilinear> (&axis)[2],
                                                                   __m256 (&along)[4]) {
-  const float* g = a.grad_grad_grid + first * 2;
-  const __m256 low = _mm256_loadu_ps(g), high = _mm256_loadu_ps(g + 8);
-  const __m256 v[2] = {pairs_in_order(_mm256_shuffle_ps(low, high, 0x88)),
-                       pairs_in_order(_mm256_shuffle_ps(low, high, 0xDD))};
-  const __m256 d1[2][2] = {{negate8(axis[0].slope), axis[0].slope}, {negate8(axis[1].slope), axis[1].slope}};
+  __m256 v[2], d1[2][2];
+  load_pairs8(a.grad_grad_grid + first * 2, v);
+  bilinear_d1(axis, d1);
   for (int k = 0; k < 4; ++k) {
     const __m256 along_x = _mm256_mul_ps(_mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]), v[0]);
     const __m256 along_y = _mm256_mul_ps(_mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]), v[1]);
