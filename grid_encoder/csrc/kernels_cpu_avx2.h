@@ -244,6 +244,17 @@ __attribute__((target("avx2"))) inline void bilinear_d1(const AxisTaps8<Mode::Bi
   }
 }
 
+/// weight_grads of taps.h for eight bilinear points: grad[e][k] = dW_k/dg_e, (1 * d1_x) * W_y and (1 * W_x) * d1_y.
+__attribute__((target("avx2"))) inline void bilinear_weight_grads8(const AxisTaps8<Mode::Bilinear> (&axis)[2],
+                                                                   __m256 (&grad)[2][4]) {
+  __m256 d1[2][2];
+  bilinear_d1(axis, d1);
+  for (int k = 0; k < 4; ++k) {
+    grad[0][k] = _mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]);
+    grad[1][k] = _mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]);
+  }
+}
+
 /// The taps of a run's groups of eight points: for tap k of group g (PointTaps' order: x tap k % axis taps, y tap
 /// k / axis taps), the offsets in an image plane, the gather masks (taps inside) and the weights.
 template <Mode M>
@@ -320,22 +331,18 @@ __attribute__((target("avx2"))) inline void bilinear_grid_terms8(const SampleArg
                                                                  const AxisTaps8<Mode::Bilinear> (&axis)[2],
                                                                  const __m256 (&go_dot_v)[4]) {
   const __m256 zero = _mm256_setzero_ps();
-  __m256 d1[2][2];
-  bilinear_d1(axis, d1);
   __m256 coefficient[2][4];
   if (a.grad_grad_grid != nullptr) {
-    __m256 along[2];
+    __m256 along[2], d1[2][2];
     load_pairs8(a.grad_grad_grid + first * 2, along);
+    bilinear_d1(axis, d1);
     for (int k = 0; k < 4; ++k) {
       const __m256 mixed = _mm256_mul_ps(d1[0][k % 2], d1[1][k / 2]);  // (1 * d1_x) * d1_y
       coefficient[0][k] = _mm256_add_ps(zero, _mm256_mul_ps(mixed, along[1]));
       coefficient[1][k] = _mm256_add_ps(zero, _mm256_mul_ps(mixed, along[0]));
     }
   } else {
-    for (int k = 0; k < 4; ++k) {
-      coefficient[0][k] = _mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]);
-      coefficient[1][k] = _mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]);
-    }
+    bilinear_weight_grads8(axis, coefficient);
   }
   __m256 share[2];
   for (int e = 0; e < 2; ++e) {
@@ -398,13 +405,12 @@ __attribute__((target("avx2"))) void grad_grid_run_avx2(const SampleArgs<float, 
 __attribute__((target("avx2"))) inline void bilinear_directional8(const SampleArgs<float, 2>& a, int64_t first,
                                                                   const AxisTaps8<Mode::Bilinear> (&axis)[2],
                                                                   __m256 (&along)[4]) {
-  __m256 v[2], d1[2][2];
+  __m256 v[2], grad[2][4];
   load_pairs8(a.grad_grad_grid + first * 2, v);
-  bilinear_d1(axis, d1);
-  for (int k = 0; k < 4; ++k) {
-    const __m256 along_x = _mm256_mul_ps(_mm256_mul_ps(d1[0][k % 2], axis[1].weight[k / 2]), v[0]);
-    const __m256 along_y = _mm256_mul_ps(_mm256_mul_ps(axis[0].weight[k % 2], d1[1][k / 2]), v[1]);
-    along[k] = _mm256_add_ps(_mm256_add_ps(_mm256_setzero_ps(), along_x), along_y);
+  bilinear_weight_grads8(axis, grad);
+  for (int k = 0; k < 4; ++k) {  // 0 + dW_k/dg_x v_x + dW_k/dg_y v_y
+    along[k] = _mm256_add_ps(_mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(grad[0][k], v[0])),
+                             _mm256_mul_ps(grad[1][k], v[1]));
   }
 }
 
@@ -427,15 +433,15 @@ __attribute__((target("avx2"))) void scatter_taps_avx2(const SampleArgs<float, 2
     for (int k = 0; k < kTaps; ++k) {
       if (coefficients == Coefficients::Weights) coefficients8[k] = taps.weight[group][k];
       alignas(32) int32_t offsets[8];
-      alignas(32) float weights[8];
+      alignas(32) float lane_coefficients[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(offsets), taps.offset[group][k]);
-      _mm256_store_ps(weights, coefficients8[k]);
+      _mm256_store_ps(lane_coefficients, coefficients8[k]);
       const int lanes_inside = _mm256_movemask_ps(taps.inside[group][k]);
       for (int i = 0; i < 8; ++i) {
         const int point = group * 8 + i;
         inside[point][k] = (lanes_inside >> i) & 1;
         offset[point][k] = inside[point][k] ? offsets[i] : 0;
-        coefficient[point][k] = weights[i];
+        coefficient[point][k] = lane_coefficients[i];
       }
     }
   }
