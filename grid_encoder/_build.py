@@ -61,7 +61,7 @@ _CUDA_KINDS = ("cuda", "cuda16")
 _DEFINES = {"cpu": [], "cpu64": [], "cuda": ["-DGRID_ENCODER_WITH_CUDA"],
             "cuda16": ["-DGRID_ENCODER_WITH_CUDA", "-DGRID_ENCODER_CUDA16"]}
 _WHAT = {"cpu": ("CPU", "about 25 s on two idle cores"),
-         "cpu64": ("float64 CPU", "about 20 s"),
+         "cpu64": ("float64 CPU", "about 15 s on two cores"),
          "cuda": ("CPU and CUDA", "about 35 s on 16 cores, 2.5 minutes on two"),
          "cuda16": ("float16/bfloat16 CUDA", "about 20 s on 16 cores, 1.5 minutes on two")}
 _BUILT_MARKER = "build-complete"
