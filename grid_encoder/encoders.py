@@ -6,8 +6,8 @@
 Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
-glue around the calls is chosen to stay cheap at every order: the planes' coordinate columns are picked by
-_Columns (whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
+glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked by _PlaneCoords
+(whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
 outputs (each grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or
 multiplied without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and
 checks for zeros on the host).
@@ -39,11 +39,10 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     """
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
-    columns = tuple(i for pair in axes for i in pair)
-    # (.., P, 2K): plane k's at 2k, 2k+1. Dynamo cannot trace a Function with a jvp: compiled, plain selects (whose
-    # gradients the compiler fuses).
-    coords = _Columns.forward(points, columns) if torch.compiler.is_compiling() else _Columns.apply(points, columns)
-    coords = coords.unflatten(-1, (len(axes), 2)).movedim(-2, -3)  # (.., K, P, 2)
+    axes = tuple(axes)
+    # (.., K, P, 2), contiguous: the kernels read it without a copy. Dynamo cannot trace a Function with a jvp:
+    # compiled, plain selects (whose gradients the compiler fuses).
+    coords = _PlaneCoords.forward(points, axes) if torch.compiler.is_compiling() else _PlaneCoords.apply(points, axes)
     return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 
 
@@ -118,33 +117,36 @@ def _grids(grids, name, dims, count, points):
     return (grids if stacked else [grid if batched else grid.unsqueeze(0) for grid in grids]), batched, k
 
 
-class _Columns(torch.autograd.Function):
-    """points[..., columns] for a tuple of column indices (repeats allowed). Its gradient sums, for each column of
-    points, the gradients of the picks of it in order: a few additions, where indexing's gradient is a scatter that
-    sorts and waits for the device. Linear, so the gradient's own derivatives follow from the same operations."""
+class _PlaneCoords(torch.autograd.Function):
+    """The planes' coordinates, (.., K, P, 2) contiguous: plane k's (x, y) = points[..., a_k], points[..., b_k] for
+    axes ((a_0, b_0), ...), columns repeated as the axes repeat them. Its gradient sums, for each column of points,
+    the gradients of the picks of it in order: a few additions, where indexing's gradient is a scatter that sorts and
+    waits for the device. Linear, so the gradient's own derivatives follow from the same operations."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(points, columns):
-        return torch.stack([points.select(-1, c) for c in columns], -1)
+    def forward(points, axes):
+        picked = torch.stack([points.select(-1, c) for pair in axes for c in pair], -1)  # (.., P, 2K)
+        return picked.unflatten(-1, (len(axes), 2)).movedim(-2, -3).contiguous()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        points, ctx.columns = inputs
+        points, ctx.axes = inputs
         ctx.width = points.shape[-1]
 
     @staticmethod
     def backward(ctx, grad):
-        picks = grad.unbind(-1)
         sums = [None] * ctx.width
-        for pick, column in zip(picks, ctx.columns):
-            sums[column] = pick if sums[column] is None else sums[column] + pick
-        return torch.stack([torch.zeros_like(picks[0]) if s is None else s for s in sums], -1), None
+        for plane, pair in zip(grad.unbind(-3), ctx.axes):
+            for pick, column in zip(plane.unbind(-1), pair):
+                sums[column] = pick if sums[column] is None else sums[column] + pick
+        zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
+        return torch.stack([zero if s is None else s for s in sums], -1), None
 
     @staticmethod
     def jvp(ctx, tangent, _):
-        return _Columns.forward(tangent, ctx.columns)
+        return _PlaneCoords.forward(tangent, ctx.axes)
 
 
 def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_corners):
