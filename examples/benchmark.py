@@ -186,23 +186,30 @@ def timed(row, make_run, device, timing):
 
 
 def reduce_planes(features, reduce):
-    """features: one (P, C) tensor per plane."""
+    """features: one (P, C) tensor per plane; a product as K-Planes writes it, a chain of multiplications."""
     if reduce == "concat":
         return torch.cat(features, -1)
-    stacked = torch.stack(features)
-    return stacked.prod(0) if reduce == "product" else stacked.sum(0)
+    result = features[0]
+    for f in features[1:]:
+        result = result * f if reduce == "product" else result + f
+    return result
+
+
+def concat_levels(features):
+    """The levels' features side by side; a field of one level is its features (no copy)."""
+    return features[0] if len(features) == 1 else torch.cat(features, -1)
 
 
 def encoder_fields(reduce, composite):
     """name: field(levels, points (P, 3)) -> (P, F)."""
     def by_calls(sample):
-        return lambda levels, x: torch.cat([
+        return lambda levels, x: concat_levels([
             reduce_planes([sample(plane[None], x[None, None, :, [a, b]])[0, :, 0].T
-                           for plane, (a, b) in zip(level, TRIPLANE)], reduce) for level in levels], -1)
+                           for plane, (a, b) in zip(level, TRIPLANE)], reduce) for level in levels])
 
     fields = {
-        "grid_encoder": lambda levels, x: torch.cat(
-            [sample_planes(level, x, TRIPLANE, reduce, "bilinear", "zeros", True) for level in levels], -1),
+        "grid_encoder": lambda levels, x: concat_levels(
+            [sample_planes(level, x, TRIPLANE, reduce, "bilinear", "zeros", True) for level in levels]),
         "calls": by_calls(lambda p, g: grid_sample(p, g, "bilinear", "zeros", True)),
         "torch": by_calls(lambda p, g: F.grid_sample(p, g, "bilinear", "zeros", align_corners=True)),
     }
