@@ -1,5 +1,7 @@
 """CUDA-only behaviour: channel blocks and layouts, reduced precision, determinism, streams, CUDA graphs, a
 second GPU. (Every other test also runs on CUDA when present.)"""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,6 +160,21 @@ def test_deterministic_algorithms_give_identical_bits(dims, padding, mode, chann
     exact = first_and_second_order(grid_sample, input.double().cpu(), grid.double().cpu(), mode, padding, False)
     for a, b in zip(runs[0], exact):
         assert_close(a.cpu().double(), b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_binned_scatter_in_chunks_of_batch_items(mode, deterministic):
+    """The binned scatter runs over chunks of batch items of at most 2^20 pairs (tap of a sample), or one item: five
+    items of 65 792 points are two chunks of bilinear taps (3 items, then 2) and five of bicubic ones. Every order
+    agrees with the CPU's."""
+    input = torch.randn(5, 3, 24, 20, dtype=torch.float64, device="cuda")
+    grid = random_grid(5, 256, 257, dtype=torch.float64, device="cuda")
+    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        on_gpu = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
+    on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), mode, "zeros", True)
+    for a, b in zip(on_gpu, on_cpu):
+        assert_close(a.cpu(), b, **REORDERED_SUMS)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

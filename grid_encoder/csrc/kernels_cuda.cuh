@@ -146,86 +146,90 @@ void launch_lanes(cudaStream_t stream, Kernel kernel, const Args& args, const Ex
 // ---------------------------------------------------------------------------------------------
 // Binned scatter. Adding into the input gradient with atomics costs one L2 operation per tap and channel (a
 // float4 atomic counts as four): on scattered points that operation rate, not memory bandwidth, bounds the
-// backward pass. So the scatter runs as a gather instead:
-//   (1) one pass over the samples writes the coefficient of each tap (a pair: tap and coefficient, see
-//       scatter_coefficients), counts the pairs of each input position (tap_position), and copies grad_output
-//       point-major ([N * P, C]);
+// backward pass. So the scatter runs as a gather instead, over chunks of batch items (phases_cuda.cpp):
+//   (1) one pass over the samples counts the pairs (tap of a sample) of each input position (tap_position);
 //   (2) a scan of the counts gives each position its range in a list of pairs;
-//   (3) a second pass over the samples recomputes the tap positions and files the pairs into their ranges;
+//   (3) a second pass over the samples recomputes the taps and files each pair, its sample and its tap's
+//       coefficient (scatter_coefficients), into its position's range;
 //   (4) one thread per (position, channel block) sums coefficient * grad_output over its range and stores the
 //       total: every element of the target is written once, without atomics.
 // Step (3) files with integer atomics, in whatever order the threads arrive. Under
-// torch.use_deterministic_algorithms(True) step (1) keeps the pairs' positions and a stable sort of them files
-// the pairs instead, in sample order, so that every sum adds its terms in the same order on every run.
+// torch.use_deterministic_algorithms(True) step (1) keeps each pair's position and coefficient, and a stable sort
+// of the positions orders the pairs for step (3), in sample order, so that every sum adds its terms in the same
+// order on every run.
 
-/// The pass over the samples before the scan. `lanes` threads per sample copy its grad_output channels into
-/// `points` ([N * P, C], point-major: reads of neighbouring points and writes of neighbouring channels both fill
-/// whole sectors) unless it is null; the first lane writes the coefficients of the sample's taps and counts them
-/// per position (and keeps their positions where `position` is given).
+/// Step (1): count each sample's taps per position (and, for the deterministic filing, keep each pair's position
+/// and coefficient).
 template <typename scalar_t, typename S>
 __global__ void __launch_bounds__(kThreads)
-    scatter_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes, Coefficients coefficients,
-                         int64_t* position, opmath_t<scalar_t>* coefficient, int* count, scalar_t* points,
-                         bool point_words) {
-  constexpr int kDims = S::kDims;
-  using Taps = PointTaps<opmath_t<scalar_t>, S::kMode, S::kPadding, kDims>;
-  for_each_lane(args, lanes, [&](Lane lane) {
-    if (!lane.active) return;
-    const int64_t n = lane.point / args.points, p = lane.point % args.points;
-    if (points != nullptr) {
-      for_each_block(lane.span, [&](ChannelBlock b) {
-        scalar_t go[kChannelBlock];
-        load_points_block(args.grad_output, n, p, b, go);
-        store_block(points + lane.point * args.channels + b.first, 1, b.count, point_words, go);
-      });
-    }
-    if (!lane.first()) return;
-    const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, lane.point);
-    opmath_t<scalar_t> coef[Taps::kTaps];
-    scatter_coefficients<kDims>(args, lane.point, taps, coefficients, coef);
-#pragma unroll(unroll_taps(Taps::kTaps))
-    for (int k = 0; k < Taps::kTaps; ++k) {
-      const int64_t pair = lane.point * Taps::kTaps + k, q = tap_position<kDims>(args, lane.point, taps, k);
-      coefficient[pair] = coef[k];
-      if (position != nullptr) position[pair] = q;
-      if (q != kNoPosition) atomicAdd(count + q, 1);
-    }
-  });
-}
-
-/// list[the next free slot of its position's range] = pair (sample * taps + tap), for every tap inside; one thread
-/// per sample (one per pair, recomputing the sample's taps each, measured 1.6x slower). end[q]: one past the range
-/// of position q; count[q] (the number of pairs of q) counts down to 0 as they are filed.
-template <typename scalar_t, typename S>
-__global__ void __launch_bounds__(kThreads)
-    file_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, const int64_t* end, int* count, int64_t* list) {
+    count_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, Coefficients coefficients,
+                       const BinnedBuffers<scalar_t> buffers) {
   constexpr int kDims = S::kDims;
   using Taps = PointTaps<opmath_t<scalar_t>, S::kMode, S::kPadding, kDims>;
   for_each_item(args.batch * args.points, [&](int64_t point) {
     const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, point);
+    opmath_t<scalar_t> coef[Taps::kTaps];
+    if (buffers.position != nullptr) scatter_coefficients<kDims>(args, point, taps, coefficients, coef);
 #pragma unroll(unroll_taps(Taps::kTaps))
     for (int k = 0; k < Taps::kTaps; ++k) {
       const int64_t q = tap_position<kDims>(args, point, taps, k);
-      if (q != kNoPosition) list[end[q] - atomicSub(count + q, 1)] = point * Taps::kTaps + k;
+      if (buffers.position != nullptr) {
+        const int64_t pair = point * Taps::kTaps + k;
+        buffers.position[pair] = q;
+        buffers.coefficient[pair] = coef[k];
+      }
+      if (q != kNoPosition) atomicAdd(buffers.count + q, 1);
     }
   });
 }
 
-/// Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel blocks,
-/// target[n, c, pixel] = sum over the pairs filed for q of coefficient * grad_output[n, c, p], where the pair's
-/// sample is n * P + p = pair / taps and grad_output's channels of (n, p) are the row at rows + n * row_stride_n
-/// + p * row_stride_p (contiguous).
+/// Step (3): list[the next free slot of its position's range] = (sample, coefficient) for every tap inside; one
+/// thread per sample (one per pair, recomputing the sample's taps each, measured 1.6x slower). end[q]: one past the
+/// range of position q; count[q] (the number of pairs of q) counts down to 0 as they are filed.
+template <typename scalar_t, typename S>
+__global__ void __launch_bounds__(kThreads)
+    file_pairs_kernel(const SampleArgs<scalar_t, S::kDims> args, Coefficients coefficients,
+                      const BinnedBuffers<scalar_t> buffers) {
+  constexpr int kDims = S::kDims;
+  using Taps = PointTaps<opmath_t<scalar_t>, S::kMode, S::kPadding, kDims>;
+  for_each_item(args.batch * args.points, [&](int64_t point) {
+    const Taps taps = point_taps<scalar_t, S::kMode, S::kPadding, kDims>(args, point);
+    opmath_t<scalar_t> coef[Taps::kTaps];
+    scatter_coefficients<kDims>(args, point, taps, coefficients, coef);
+#pragma unroll(unroll_taps(Taps::kTaps))
+    for (int k = 0; k < Taps::kTaps; ++k) {
+      const int64_t q = tap_position<kDims>(args, point, taps, k);
+      if (q == kNoPosition) continue;
+      const int64_t slot = buffers.end[q] - atomicSub(buffers.count + q, 1);
+      buffers.list[slot] = {static_cast<int32_t>(point), coef[k]};
+    }
+  });
+}
+
+/// Step (3) of the deterministic filing: list[i] = the sample and coefficient of the i-th pair in position order
+/// (pairs outside the input sort last, past every range).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    file_sorted_pairs_kernel(int64_t pairs, const BinnedBuffers<scalar_t> buffers) {
+  for_each_item(pairs, [&](int64_t i) {
+    const int64_t pair = buffers.order[i];
+    buffers.list[i] = {static_cast<int32_t>(pair / buffers.taps), buffers.coefficient[pair]};
+  });
+}
+
+/// Step (4). Thread (q, lane) of `lanes` per position q = n * (pixels per plane) + pixel: for the lane's channel
+/// blocks, target[n, c, pixel] = the sum over the pairs filed for q of coefficient * grad_output[n, c, p], where
+/// the pair's sample is n * P + p; grad_output's channels of a sample are contiguous (operators.cpp copies it
+/// point-major otherwise).
 template <typename scalar_t, int kDims>
 __global__ void __launch_bounds__(kThreads)
-    binned_sums_kernel(const SampleArgs<scalar_t, kDims> args, ImageView<scalar_t, kDims> target, int64_t positions,
-                       int taps, int lanes,
-                       const int64_t* end, const int64_t* list, const opmath_t<scalar_t>* coefficient,
-                       const scalar_t* rows, int64_t row_stride_n, int64_t row_stride_p, bool row_words) {
+    binned_sums_kernel(const SampleArgs<scalar_t, kDims> args, ImageView<scalar_t, kDims> target, int lanes,
+                       const BinnedBuffers<scalar_t> buffers) {
   using acc_t = opmath_t<scalar_t>;
-  for_each_item(positions * lanes, [&](int64_t item) {
+  for_each_item(buffers.positions * lanes, [&](int64_t item) {
     const int64_t q = item / lanes;
     const int lane = static_cast<int>(item % lanes);
-    const int64_t first = q == 0 ? 0 : end[q - 1], stop = end[q];
+    const int64_t first = q == 0 ? 0 : buffers.end[q - 1], stop = buffers.end[q];
     int64_t rest = q, offset = 0;
 #pragma unroll
     for (int e = 0; e < kDims; ++e) {
@@ -233,17 +237,15 @@ __global__ void __launch_bounds__(kThreads)
       rest /= args.size[e];
     }
     const int64_t n = rest, first_sample = n * args.points;
-    const scalar_t* batch_rows = rows + n * row_stride_n;
+    const auto& grad_output = args.grad_output;
     for_each_block(ChannelSpan{lane * kChannelBlock, args.channels, lanes * kChannelBlock}, [&](ChannelBlock b) {
       acc_t sum[kChannelBlock] = {};
       for (int64_t i = first; i < stop; ++i) {
-        const int64_t pair = list[i], sample = pair / taps;
-        const acc_t coef = coefficient[pair];
-        const scalar_t* row = batch_rows + (sample - first_sample) * row_stride_p;  // the sample is in batch item n
+        const FiledPair<acc_t> pair = buffers.list[i];
         acc_t go[kChannelBlock];
-        load_block(row + b.first, 1, b.count, row_words, go);
+        load_points_block(grad_output, n, pair.sample - first_sample, b, go);  // the sample is in batch item n
 #pragma unroll
-        for (int j = 0; j < kChannelBlock; ++j) sum[j] += coef * go[j];
+        for (int j = 0; j < kChannelBlock; ++j) sum[j] += pair.coefficient * go[j];
       }
       store_block(target.plane(n, b.first) + offset, target.stride_c, b.count, target.channel_words, sum);
     });
@@ -321,23 +323,25 @@ void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients
 }
 
 template <typename scalar_t, int kDims>
-void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
-                          const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
-  // lanes split the copy of grad_output; without one, a thread per sample
-  const int lanes = buffers.points != nullptr ? lanes_per_point(args.channels, 1) : 1;
+void launch_count_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                        const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
   dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
-    launch_items((args.batch * args.points * lanes + 31) / 32 * 32, launch.stream,
-                 scatter_pairs_kernel<scalar_t, decltype(s)>, args, lanes, coefficients, buffers.position,
-                 buffers.coefficient, buffers.count, buffers.points, buffers.row_words);
+    launch_items(args.batch * args.points, launch.stream, count_pairs_kernel<scalar_t, decltype(s)>, args,
+                 coefficients, buffers);
   });
 }
 
 template <typename scalar_t, int kDims>
-void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuffers<scalar_t>& buffers,
-                       CudaLaunch launch) {
+void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                       const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
+  if (buffers.order != nullptr) {
+    launch_items(args.batch * args.points * buffers.taps, launch.stream, file_sorted_pairs_kernel<scalar_t>,
+                 args.batch * args.points * buffers.taps, buffers);
+    return;
+  }
   dispatch_sampler<kDims>(launch.mode, launch.padding, [&](auto s) {
     launch_items(args.batch * args.points, launch.stream, file_pairs_kernel<scalar_t, decltype(s)>, args,
-                 buffers.end, buffers.count, buffers.list);
+                 coefficients, buffers);
   });
 }
 
@@ -346,9 +350,7 @@ void launch_binned_sums(const SampleArgs<scalar_t, kDims>& args, Coefficients co
                         const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch) {
   const int lanes = lanes_per_point(args.channels, 1);
   launch_items(buffers.positions * lanes, launch.stream, binned_sums_kernel<scalar_t, kDims>, args,
-               coefficients == Coefficients::Weights ? args.grad_input : args.d_input, buffers.positions,
-               buffers.taps, lanes, buffers.end, buffers.list, buffers.coefficient, buffers.rows,
-               buffers.row_stride_n, buffers.row_stride_p, buffers.row_words);
+               coefficients == Coefficients::Weights ? args.grad_input : args.d_input, lanes, buffers);
 }
 
 }  // namespace grid_encoder

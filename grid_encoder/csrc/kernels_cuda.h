@@ -26,22 +26,27 @@ bool rows_are_whole_words(int64_t channels) {
   return (channels * static_cast<int64_t>(sizeof(scalar_t))) % 16 == 0;
 }
 
-/// The binned scatter's buffers (see binned_scatter in phases_cuda.cpp and the kernels in kernels_cuda.cuh); a
-/// pair is one tap of one sample, numbered sample * taps + tap.
+/// One pair as the binned sums read it, filed under its position: the sample (numbered n * P + p within the
+/// scatter's chunk of batch items, which holds fewer than 2^31 samples) and its tap's coefficient, loaded together.
+template <typename T>
+struct alignas(2 * sizeof(T)) FiledPair {
+  int32_t sample;
+  T coefficient;
+};
+
+/// The binned scatter's buffers for one chunk of batch items (see binned_scatter in phases_cuda.cpp and the kernels
+/// in kernels_cuda.cuh); a pair is one tap of one sample, numbered sample * taps + tap.
 template <typename scalar_t>
 struct BinnedBuffers {
-  int64_t positions = 0;                         // N * the input's spatial size: the target's positions
+  using acc_t = opmath_t<scalar_t>;
+  int64_t positions = 0;                         // the chunk's items * the input's spatial size: target positions
   int taps = 0;                                  // taps per sample
-  int64_t* position = nullptr;                   // [pairs] each pair's position, kept only for the stable sort
-  opmath_t<scalar_t>* coefficient = nullptr;     // [pairs] each pair's coefficient
   int* count = nullptr;                          // [positions] pairs per position (zeroed before the first pass)
-  scalar_t* points = nullptr;                    // [N * P, C] grad_output copied point-major, or null where its
-                                                 // channels are contiguous already (then read in place)
-  const scalar_t* rows = nullptr;                // grad_output's channels of (n, p) at rows + n * row_stride_n +
-  int64_t row_stride_n = 0, row_stride_p = 0;    // p * row_stride_p: the copy, or grad_output itself
-  bool row_words = false;                        // every row 16-byte aligned (see load_block)
+  int64_t* position = nullptr;                   // [pairs] deterministic filing only: each pair's position and
+  acc_t* coefficient = nullptr;                  // [pairs] coefficient, and
+  const int64_t* order = nullptr;                // [pairs] the pairs sorted by position (stable)
   const int64_t* end = nullptr;                  // [positions] one past each position's range of the list
-  int64_t* list = nullptr;                       // [pairs] the pairs, filed by position
+  FiledPair<acc_t>* list = nullptr;              // [pairs] the pairs, filed by position
 };
 
 // Point-wise outputs: output; grad_grid; the double backward's d_grad_output and d_grid.
@@ -53,15 +58,15 @@ template <typename scalar_t, int kDims>
 void launch_double_backward_points(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch);
 
 // Scatters into grad_input or d_input (coefficients says which): by float atomics into a zeroed target, or binned
-// in three launches (pairs, filing unless a stable sort files them, sums).
+// in three launches (counting, filing, sums; see kernels_cuda.cuh).
 template <typename scalar_t, int kDims>
 void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients, CudaLaunch launch);
 template <typename scalar_t, int kDims>
-void launch_scatter_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
-                          const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);
+void launch_count_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                        const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);
 template <typename scalar_t, int kDims>
-void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, const BinnedBuffers<scalar_t>& buffers,
-                       CudaLaunch launch);
+void launch_file_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
+                       const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);
 template <typename scalar_t, int kDims>
 void launch_binned_sums(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
                         const BinnedBuffers<scalar_t>& buffers, CudaLaunch launch);

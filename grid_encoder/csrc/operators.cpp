@@ -1,5 +1,6 @@
 // The grid_encoder operators (declared in operators.h): argument checks, output allocation, and the phases
 // (problem.h) each runs, by name. Their autograd is in autograd.cpp, grid_sample.py and transforms.py.
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -120,6 +121,16 @@ at::Tensor scatter_into_new_tensor(Problem& pb, const at::Tensor& input, Coeffic
   scatter.grad_output = pb.grad_output;
   if (coefficients == Coefficients::AlongGradGradGrid) scatter.grad_grad_grid = pb.grad_grad_grid;
   pb = Problem();
+#ifdef GRID_ENCODER_WITH_CUDA
+  // The binned scatter reads each sample's grad_output channels as one row: in place where they are contiguous (the
+  // gradient of a permuted output, as the encoders' is), else from a point-major copy (channels-last over points).
+  const at::Tensor& go = scatter.grad_output;
+  if (input.is_cuda() && go.size(1) > 1 && (*point_strides(go, scatter.points()))[1] != 1 &&
+      scatters_binned(scatter, at::globalContext().deterministicAlgorithms())) {
+    scatter.grad_output = channels_last_copy_cuda(go.reshape({go.size(0), go.size(1), scatter.points(), 1}),
+                                                  at::MemoryFormat::ChannelsLast);
+  }
+#endif
   // Every launcher writes each element or zeroes the target itself.
   at::Tensor target = at::empty_like(input);
   (coefficients == Coefficients::Weights ? scatter.grad_input : scatter.d_input) = target;

@@ -23,10 +23,6 @@
 namespace grid_encoder {
 namespace {
 
-/// Problems with at most this many (sample, tap, channel) terms scatter with atomics (about 10 us of L2 atomic
-/// throughput on an H100 or H200, against 30-50 us of launches for the binned scatter).
-constexpr int64_t kMaxAtomicScatterTerms = int64_t(1) << 20;
-
 cudaStream_t current_stream(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.get_device()).stream();
 }
@@ -45,13 +41,18 @@ void dispatch_cuda(const Problem& pb, const F& body) {
   });
 }
 
-/// The binned scatter (see kernels_cuda.cuh): pairs and counts, a scan of the counts, the pairs filed by position
-/// (by integer atomics, or under torch.use_deterministic_algorithms(True) by a stable sort of their positions, in
-/// sample order), then the sums.
+/// The binned scatter's chunks of batch items hold at most this many pairs (or one item with more): its buffers,
+/// 8 bytes a pair and 12 a position, stay near one tri-plane's at 262 144 points, where all of a batch's at once
+/// set the peak memory of an encoder's eikonal step.
+constexpr int64_t kChunkPairs = int64_t(1) << 20;
+
+/// The binned scatter (see kernels_cuda.cuh) of one chunk of batch items: the counting pass, a scan of the counts,
+/// the filing (by integer atomics, or under torch.use_deterministic_algorithms(True) in the order of a stable sort
+/// of the pairs' positions, which is sample order), then the sums.
 template <typename scalar_t, int kDims>
-void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients,
-                    CudaLaunch launch, int taps) {
+void binned_scatter_chunk(const Problem& pb, Coefficients coefficients, CudaLaunch launch, int taps) {
   using acc_t = opmath_t<scalar_t>;
+  const SampleArgs<scalar_t, kDims> args = make_args<scalar_t, kDims>(pb);
   const int64_t pairs = pb.sample_count() * taps;
   const auto options = pb.input.options();
   const bool deterministic = at::globalContext().deterministicAlgorithms();
@@ -59,42 +60,43 @@ void binned_scatter(const Problem& pb, const SampleArgs<scalar_t, kDims>& args, 
   buffers.positions = pb.batch();
   buffers.taps = taps;
   for (int e = 0; e < kDims; ++e) buffers.positions *= args.size[e];
-  at::Tensor position = deterministic ? at::empty({pairs}, options.dtype(at::kLong)) : at::Tensor();
-  const at::Tensor coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor count = at::zeros({buffers.positions}, options.dtype(at::kInt));
-  buffers.position = deterministic ? position.data_ptr<int64_t>() : nullptr;
-  buffers.coefficient = coefficient.data_ptr<acc_t>();
   buffers.count = count.data_ptr<int>();
-  // The sums read each sample's grad_output channels as one row: in place where they are contiguous (the
-  // point-major gradient of a permuted output, as the encoders' is), else from a point-major copy.
-  const auto& grad_output = args.grad_output;
-  at::Tensor points;
-  if (grad_output.stride_c == 1) {
-    buffers.rows = grad_output.data;
-    buffers.row_stride_n = grad_output.stride_n;
-    buffers.row_stride_p = grad_output.stride_p;
-    buffers.row_words = grad_output.channel_words;
-  } else {
-    points = at::empty({pb.sample_count(), pb.channels()}, pb.grad_output.options());
-    buffers.points = static_cast<scalar_t*>(points.data_ptr());
-    buffers.rows = buffers.points;
-    buffers.row_stride_n = pb.points() * pb.channels();
-    buffers.row_stride_p = pb.channels();
-    buffers.row_words = rows_are_whole_words<scalar_t>(pb.channels());
+  at::Tensor position, coefficient;
+  if (deterministic) {
+    position = at::empty({pairs}, options.dtype(at::kLong));
+    coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
+    buffers.position = position.data_ptr<int64_t>();
+    buffers.coefficient = coefficient.data_ptr<acc_t>();
   }
-  launch_scatter_pairs(args, coefficients, buffers, launch);
+  TORCH_INTERNAL_ASSERT(args.grad_output.stride_c == 1 || args.channels == 1);  // point-major (operators.cpp)
+  launch_count_pairs(args, coefficients, buffers, launch);
   const at::Tensor end = at::cumsum(count, 0, at::kLong);
   buffers.end = end.const_data_ptr<int64_t>();
-  at::Tensor list;
+  at::Tensor order;
   if (deterministic) {
-    list = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
-    position.reset();  // not needed by the sums
-  } else {
-    list = at::empty({pairs}, options.dtype(at::kLong));
+    order = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+    position.reset();  // not needed by the filing
+    buffers.position = nullptr;
+    buffers.order = order.const_data_ptr<int64_t>();
   }
-  buffers.list = list.data_ptr<int64_t>();
-  if (!deterministic) launch_file_pairs(args, buffers, launch);
+  const at::Tensor list = at::empty({pairs * static_cast<int64_t>(sizeof(FiledPair<acc_t>))}, options.dtype(at::kByte));
+  buffers.list = reinterpret_cast<FiledPair<acc_t>*>(list.data_ptr());
+  launch_file_pairs(args, coefficients, buffers, launch);
   launch_binned_sums(args, coefficients, buffers, launch);
+}
+
+/// The binned scatter, chunk by chunk of batch items (at most kChunkPairs pairs, or one item). Each chunk numbers its
+/// samples in 32 bits: an item with 2^31 points or more scatters by atomics instead, which deterministic
+/// algorithms refuse.
+template <typename scalar_t, int kDims>
+void binned_scatter(const Problem& pb, Coefficients coefficients, CudaLaunch launch, int taps) {
+  const int64_t item_pairs = std::max<int64_t>(pb.points() * taps, 1);
+  const int64_t items = std::max<int64_t>(kChunkPairs / item_pairs, 1);
+  for (int64_t first = 0; first < pb.batch(); first += items) {
+    binned_scatter_chunk<scalar_t, kDims>(pb.items(first, std::min(items, pb.batch() - first)), coefficients,
+                                          launch, taps);
+  }
 }
 
 void sample_output(const Problem& pb) {
@@ -111,11 +113,14 @@ void double_backward_points(const Problem& pb) {
 
 void scatter_into_input(const Problem& pb, Coefficients coefficients) {
   dispatch_cuda(pb, [&](const auto& args, CudaLaunch launch) {
-    constexpr int kDims = std::decay_t<decltype(args)>::dims;
+    using Args = std::decay_t<decltype(args)>;
+    constexpr int kDims = Args::dims;
     const int taps = dispatch_sampler<kDims>(pb.mode, pb.padding, [](auto s) { return decltype(s)::kTaps; });
-    if (pb.sample_count() * taps * pb.channels() > kMaxAtomicScatterTerms ||
-        at::globalContext().deterministicAlgorithms()) {
-      binned_scatter(pb, args, coefficients, launch, taps);
+    const bool deterministic = at::globalContext().deterministicAlgorithms();
+    TORCH_CHECK(pb.points() <= INT32_MAX || !deterministic, "grid_encoder: deterministic input gradients on CUDA "
+                "take at most 2^31 - 1 points per batch item, got ", pb.points());
+    if (scatters_binned(pb, deterministic)) {
+      binned_scatter<typename Args::scalar_type, kDims>(pb, coefficients, launch, taps);
       return;
     }
     // The target is fresh from empty_like, so dense: its bytes are one range (a memset costs less host time than

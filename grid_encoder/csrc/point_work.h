@@ -148,6 +148,7 @@ struct PointsView {  // [N, C, P]
 /// Everything the kernels of one call share.
 template <typename scalar_t, int kDims>
 struct SampleArgs {
+  using scalar_type = scalar_t;
   static constexpr int dims = kDims;
   int64_t batch = 0, channels = 0, points = 0;
   int64_t size[kDims] = {};  // input extent along grid axis e

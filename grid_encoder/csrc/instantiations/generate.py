@@ -16,8 +16,8 @@ GROUPS = {
     "grad_grid": {"launch_grad_grid": [ARGS, "CudaLaunch"]},
     "scatter": {
         "launch_atomic_scatter": [ARGS, "Coefficients", "CudaLaunch"],
-        "launch_scatter_pairs": [ARGS, "Coefficients", BUFFERS, "CudaLaunch"],
-        "launch_file_pairs": [ARGS, BUFFERS, "CudaLaunch"],
+        "launch_count_pairs": [ARGS, "Coefficients", BUFFERS, "CudaLaunch"],
+        "launch_file_pairs": [ARGS, "Coefficients", BUFFERS, "CudaLaunch"],
         "launch_binned_sums": [ARGS, "Coefficients", BUFFERS, "CudaLaunch"],
     },
     "double_backward": {"launch_double_backward_points": [ARGS, "CudaLaunch"]},

@@ -3,7 +3,7 @@
 
 namespace grid_encoder {
 template void launch_atomic_scatter<float, 2>(const SampleArgs<float, 2>&, Coefficients, CudaLaunch);
-template void launch_scatter_pairs<float, 2>(const SampleArgs<float, 2>&, Coefficients, const BinnedBuffers<float>&, CudaLaunch);
-template void launch_file_pairs<float, 2>(const SampleArgs<float, 2>&, const BinnedBuffers<float>&, CudaLaunch);
+template void launch_count_pairs<float, 2>(const SampleArgs<float, 2>&, Coefficients, const BinnedBuffers<float>&, CudaLaunch);
+template void launch_file_pairs<float, 2>(const SampleArgs<float, 2>&, Coefficients, const BinnedBuffers<float>&, CudaLaunch);
 template void launch_binned_sums<float, 2>(const SampleArgs<float, 2>&, Coefficients, const BinnedBuffers<float>&, CudaLaunch);
 }  // namespace grid_encoder

@@ -3,7 +3,7 @@
 
 namespace grid_encoder {
 template void launch_atomic_scatter<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, Coefficients, CudaLaunch);
-template void launch_scatter_pairs<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, Coefficients, const BinnedBuffers<c10::Half>&, CudaLaunch);
-template void launch_file_pairs<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, const BinnedBuffers<c10::Half>&, CudaLaunch);
+template void launch_count_pairs<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, Coefficients, const BinnedBuffers<c10::Half>&, CudaLaunch);
+template void launch_file_pairs<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, Coefficients, const BinnedBuffers<c10::Half>&, CudaLaunch);
 template void launch_binned_sums<c10::Half, 3>(const SampleArgs<c10::Half, 3>&, Coefficients, const BinnedBuffers<c10::Half>&, CudaLaunch);
 }  // namespace grid_encoder

@@ -3,7 +3,7 @@
 
 namespace grid_encoder {
 template void launch_atomic_scatter<double, 3>(const SampleArgs<double, 3>&, Coefficients, CudaLaunch);
-template void launch_scatter_pairs<double, 3>(const SampleArgs<double, 3>&, Coefficients, const BinnedBuffers<double>&, CudaLaunch);
-template void launch_file_pairs<double, 3>(const SampleArgs<double, 3>&, const BinnedBuffers<double>&, CudaLaunch);
+template void launch_count_pairs<double, 3>(const SampleArgs<double, 3>&, Coefficients, const BinnedBuffers<double>&, CudaLaunch);
+template void launch_file_pairs<double, 3>(const SampleArgs<double, 3>&, Coefficients, const BinnedBuffers<double>&, CudaLaunch);
 template void launch_binned_sums<double, 3>(const SampleArgs<double, 3>&, Coefficients, const BinnedBuffers<double>&, CudaLaunch);
 }  // namespace grid_encoder
