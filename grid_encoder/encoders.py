@@ -6,15 +6,15 @@
 Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
-glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked by _PlaneCoords
-(whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
+glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked by selects
+(_plane_coords, whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
 outputs (each grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or
 multiplied without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and
 checks for zeros on the host).
 """
 import torch
 
-from .grid_sample import _grid_sample
+from .grid_sample import _functorch_transforms_active, _grid_sample
 
 _REDUCTIONS = ("concat", "sum", "mean", "product")
 
@@ -40,9 +40,17 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
     axes = tuple(axes)
-    # (.., K, P, 2), contiguous: the kernels read it without a copy. Dynamo cannot trace a Function with a jvp:
-    # compiled, plain selects (whose gradients the compiler fuses).
-    coords = _PlaneCoords.forward(points, axes) if torch.compiler.is_compiling() else _PlaneCoords.apply(points, axes)
+    # (.., K, P, 2), contiguous: the kernels read it without a copy. Plain selects where no backward pass needs
+    # them (forward-mode AD goes through them as well) and under torch.compile (Dynamo cannot trace a Function with
+    # a jvp; the compiler fuses the selects' gradients); else a Function whose gradient is a few sums: in the
+    # new style that torch.func needs only under torch.func (its apply costs about 17 us of host time, the old
+    # style's 2).
+    if torch.compiler.is_compiling() or not (points.requires_grad and torch.is_grad_enabled()):
+        coords = _plane_coords(points, axes)
+    elif _functorch_transforms_active():
+        coords = _PlaneCoords.apply(points, axes)
+    else:
+        coords = _PlaneCoordsFunction.apply(points, axes)
     return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 
 
@@ -117,18 +125,33 @@ def _grids(grids, name, dims, count, points):
     return (grids if stacked else [grid if batched else grid.unsqueeze(0) for grid in grids]), batched, k
 
 
-class _PlaneCoords(torch.autograd.Function):
+def _plane_coords(points, axes):
     """The planes' coordinates, (.., K, P, 2) contiguous: plane k's (x, y) = points[..., a_k], points[..., b_k] for
-    axes ((a_0, b_0), ...), columns repeated as the axes repeat them. Its gradient sums, for each column of points,
-    the gradients of the picks of it in order: a few additions, where indexing's gradient is a scatter that sorts and
-    waits for the device. Linear, so the gradient's own derivatives follow from the same operations."""
+    axes ((a_0, b_0), ...), columns repeated as the axes repeat them."""
+    picked = torch.stack([points.select(-1, c) for pair in axes for c in pair], -1)  # (.., P, 2K)
+    return picked.unflatten(-1, (len(axes), 2)).movedim(-2, -3).contiguous()
+
+
+def _column_sums(grad, axes, width):
+    """_plane_coords' gradient: for each of the `width` columns of points, the sum of the gradients of its picks, in
+    order; a few additions, where indexing's gradient is a scatter that sorts and waits for the device. Linear, so
+    its own derivatives follow from the same operations."""
+    sums = [None] * width
+    for plane, pair in zip(grad.unbind(-3), axes):
+        for pick, column in zip(plane.unbind(-1), pair):
+            sums[column] = pick if sums[column] is None else sums[column] + pick
+    zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
+    return torch.stack([zero if s is None else s for s in sums], -1)
+
+
+class _PlaneCoords(torch.autograd.Function):
+    """_plane_coords with _column_sums as its gradient, for torch.func (vmap rule generated)."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(points, axes):
-        picked = torch.stack([points.select(-1, c) for pair in axes for c in pair], -1)  # (.., P, 2K)
-        return picked.unflatten(-1, (len(axes), 2)).movedim(-2, -3).contiguous()
+        return _plane_coords(points, axes)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -137,16 +160,28 @@ class _PlaneCoords(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        sums = [None] * ctx.width
-        for plane, pair in zip(grad.unbind(-3), ctx.axes):
-            for pick, column in zip(plane.unbind(-1), pair):
-                sums[column] = pick if sums[column] is None else sums[column] + pick
-        zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
-        return torch.stack([zero if s is None else s for s in sums], -1), None
+        return _column_sums(grad, ctx.axes, ctx.width), None
 
     @staticmethod
     def jvp(ctx, tangent, _):
-        return _PlaneCoords.forward(tangent, ctx.axes)
+        return _plane_coords(tangent, ctx.axes)
+
+
+class _PlaneCoordsFunction(torch.autograd.Function):
+    """The same in the old style, outside torch.func."""
+
+    @staticmethod
+    def forward(ctx, points, axes):
+        ctx.axes, ctx.width = axes, points.shape[-1]
+        return _plane_coords(points, axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _column_sums(grad, ctx.axes, ctx.width), None
+
+    @staticmethod
+    def jvp(ctx, tangent, _):
+        return _plane_coords(tangent, ctx.axes)
 
 
 def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_corners):

@@ -2,6 +2,7 @@
 one grid_sample call per grid (torch's for the first order, the reference's beyond) and the reduction."""
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.func as func
 import torch.nn.functional as F
 from torch.testing import assert_close
@@ -156,6 +157,28 @@ def test_transforms_of_an_encoder(device):
     assert_close(func.jvp(lambda x: sample_planes(planes, x, TRIPLANE, "sum", *SETTINGS), (points,), (tangent,)),
                  func.jvp(lambda x: planes_by_calls(grid_sample_reference, planes, x, TRIPLANE, "sum"), (points,),
                           (tangent,)), **TRANSFORMED)
+
+
+def test_forward_mode_tangent_of_an_encoder(device):
+    """Dual points (torch.autograd.forward_ad, outside torch.func) give the features' tangent, whether the points
+    also require grad (the encoder's autograd Function and its jvp) or not (plain selects), and a gradient through
+    the tangent as well."""
+    planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device)
+    points, tangent = random_points(device, 5), random_points(device, 5)
+    _, expected = func.jvp(lambda x: planes_by_calls(grid_sample_reference, planes, x, TRIPLANE, "concat"),
+                           (points,), (tangent,))
+    weights = torch.randn(expected.shape, dtype=torch.float64, device=device)
+    for requires_grad in (False, True):
+        x = points.clone().requires_grad_(requires_grad)
+        with fwAD.dual_level():
+            features = sample_planes(planes, fwAD.make_dual(x, tangent), TRIPLANE, "concat", *SETTINGS)
+            ours = fwAD.unpack_dual(features).tangent
+        assert_close(ours, expected, **TRANSFORMED)
+        if requires_grad:  # d (weights . tangent) / d points, against the reference's
+            (got,) = torch.autograd.grad((ours * weights).sum(), x)
+            reference = lambda y: (func.jvp(lambda z: planes_by_calls(grid_sample_reference, planes, z, TRIPLANE,
+                                                                      "concat"), (y,), (tangent,))[1] * weights).sum()
+            assert_close(got, func.grad(reference)(points), **TRANSFORMED)
 
 
 def test_encoders_compile_in_one_graph():
