@@ -263,6 +263,34 @@ def test_cpu_points_by_eights_give_the_scalar_bits(mode, padding, align):
                               .reshape(-1)), (name, size)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cpu_working_copy_gives_the_same_bits(dims):
+    """On the CPU, a call whose taps cover an input of 8 to 64 MiB with 8 channels or more twice over reads a
+    channels-last copy of it; every point's results keep their bits: the same points in a call too small for the copy
+    (output, grad_grid, the eikonal step's d_grid; float32 and float64; bilinear and bicubic copy, nearest does not)."""
+    ops = torch.ops.grid_encoder
+    spatial = (512, 512) if dims == 2 else (64, 64, 64)  # 8 MiB of float32 at 8 channels
+    for dtype in (torch.float32, torch.float64):
+        input = torch.randn(1, 8, *spatial, dtype=dtype)
+        ones = [1] * (dims - 1)
+        points = 131072 if dims == 2 else 65536  # bilinear and trilinear taps: twice the input's positions
+        grid = (torch.rand(1, *ones, points, dims, dtype=dtype) * 2 - 1) * 1.1
+        grad_output, grad_grad_grid = torch.randn(1, 8, *ones, points, dtype=dtype), torch.randn_like(grid)
+        for mode in range(3):
+            def results(grid, grad_output, grad_grad_grid):
+                settings = (mode, 0, True)
+                return (ops.grid_sample_forward(input, grid, *settings),
+                        ops.grid_sample_backward(grad_output, input, grid, *settings, [False, True])[1],
+                        ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
+                                                        [False, False, True])[2])
+
+            copied = results(grid, grad_output, grad_grad_grid)
+            # the first 512 points alone: too few taps to copy
+            few = results(grid[..., :512, :], grad_output[..., :512], grad_grad_grid[..., :512, :])
+            for name, a, b in zip(("output", "grad_grid", "d_grid"), copied, few):
+                assert _same_bits(a[..., :512, :] if name != "output" else a[..., :512], b), (name, mode, dtype)
+
+
 def test_default_arguments_are_bilinear_zeros_align_corners(device):
     input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device)
     grid = random_grid(2, 4, 4, device=device)

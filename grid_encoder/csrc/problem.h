@@ -45,6 +45,9 @@ struct Problem {
     return count;
   }
   int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
+  int64_t taps_per_sample() const {  // 1 (nearest), 2^dims (bilinear, trilinear), 4^dims (bicubic, tricubic)
+    return mode == Mode::Nearest ? 1 : int64_t(1) << ((mode == Mode::Bicubic ? 2 : 1) * dims());
+  }
 
   /// The problem restricted to batch items [first, first + count): every tensor's view of them.
   Problem items(int64_t first, int64_t count) const {
@@ -123,8 +126,8 @@ constexpr int64_t kMaxAtomicScatterTerms = int64_t(1) << 20;
 /// algorithms. It numbers a batch item's samples in 32 bits, so items of 2^31 points or more take the atomics
 /// (which deterministic algorithms refuse: phases_cuda.cpp).
 inline bool scatters_binned(const Problem& pb, bool deterministic) {
-  const int64_t taps = pb.mode == Mode::Nearest ? 1 : int64_t(1) << ((pb.mode == Mode::Bicubic ? 2 : 1) * pb.dims());
-  return pb.points() <= INT32_MAX && (deterministic || pb.sample_count() * taps * pb.channels() > kMaxAtomicScatterTerms);
+  const int64_t terms = pb.sample_count() * pb.taps_per_sample() * pb.channels();
+  return pb.points() <= INT32_MAX && (deterministic || terms > kMaxAtomicScatterTerms);
 }
 #endif
 
