@@ -90,7 +90,7 @@ std::vector<int64_t> point_major_strides(const std::vector<int64_t>& shape) {
 /// On the CPU where the copy pays for itself (two cores, performance log version 43): 8 channels or more, taps at
 /// least twice as many as the input's positions, and 8 to 64 MiB of input; the loop over a run of points' channels then
 /// finds each tap's next channel in a cache line it has just read (a 3 x 32 x 256² input read by 196 608 points:
-/// forward 29.7 -> 7.5 ms, the copy included). Smaller inputs stay in the caches either way; beyond 64 MiB the
+/// forward 29.7 -> 7.9 ms, the copy included). Smaller inputs stay in the caches either way; beyond 64 MiB the
 /// copy's fresh pages cost more than it saves.
 at::Tensor working_copy(const at::Tensor& t, int64_t taps) {
   const auto format = t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
