@@ -291,6 +291,31 @@ def test_cpu_working_copy_gives_the_same_bits(dims):
                 assert _same_bits(a[..., :512, :] if name != "output" else a[..., :512], b), (name, mode, dtype)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cpu_scatter_by_blocks_gives_the_bits_of_runs(dims):
+    """On the CPU, the input-shaped gradients of a channels-first input take a block of up to 32 768 points into one
+    channel's plane before the next channel, those of a channels-last input run by run (16 points): every element
+    receives its terms in point order either way, so the bits agree (grad_input, d_input; two blocks, the second
+    ending in a partial run)."""
+    ops = torch.ops.grid_encoder
+    spatial, layout = ((37, 41), torch.channels_last) if dims == 2 else ((9, 10, 11), torch.channels_last_3d)
+    ones = [1] * (dims - 1)
+    input = torch.randn(2, 3, *spatial)
+    grid = (torch.rand(2, *ones, 40001, dims) * 2 - 1) * 1.2
+    grad_output, grad_grad_grid = torch.randn(2, 3, *ones, 40001), torch.randn_like(grid)
+    for mode in (0, 1):  # bilinear, nearest (bicubic scatters point by point)
+        def scatters(input):
+            settings = (mode, 0, True)
+            return (ops.grid_sample_backward(grad_output, input, grid, *settings, [True, False])[0],
+                    ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
+                                                    [False, True, False])[1])
+
+        by_blocks, by_runs = scatters(input), scatters(input.contiguous(memory_format=layout))
+        assert not by_blocks[0].is_contiguous(memory_format=layout) and by_runs[0].is_contiguous(memory_format=layout)
+        for a, b in zip(by_blocks, by_runs):
+            assert _same_bits(a, b), mode
+
+
 def test_default_arguments_are_bilinear_zeros_align_corners(device):
     input = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=device)
     grid = random_grid(2, 4, 4, device=device)
