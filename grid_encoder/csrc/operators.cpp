@@ -113,7 +113,7 @@ Problem make_problem(const at::Tensor& input, const at::Tensor& grid, int64_t mo
   pb.align_corners = align_corners;
   pb.grid = grid.contiguous();
   pb.input = input;
-  if (reads_input) pb.input = working_copy(input, pb.sample_count() * pb.taps_per_sample());
+  if (reads_input) pb.input = working_copy(input, pb.tap_count());
   return pb;
 }
 
@@ -219,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
 
   Problem pb = make_problem(input, grid, mode, padding, align_corners, reads_input);
   pb.grad_output = as_points(grad_output, pb.points());
-  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input, pb.sample_count() * pb.taps_per_sample());
+  if (has_ggi) pb.grad_grad_input = working_copy(*grad_grad_input, pb.tap_count());
   if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   at::Tensor d_grad_output = not_requested(input), d_input = not_requested(input), d_grid = not_requested(grid);
@@ -256,8 +256,7 @@ at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
   const bool grid_terms = has_grid_tangent && !is_nearest(mode);
   if (!has_input_tangent && !grid_terms) return at::zeros(output_shape(input, grid), input.options());
   Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/grid_terms);
-  const int64_t taps = pb.sample_count() * pb.taps_per_sample();
-  if (has_input_tangent) pb.grad_grad_input = working_copy(*input_tangent, taps);
+  if (has_input_tangent) pb.grad_grad_input = working_copy(*input_tangent, pb.tap_count());
   if (grid_terms) pb.grad_grad_grid = grid_tangent->contiguous();
   pb.d_grad_output = at::empty(output_shape(input, grid), input.options());
   launch<DoubleBackwardPoints>(pb);

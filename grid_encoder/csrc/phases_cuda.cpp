@@ -115,7 +115,7 @@ void scatter_into_input(const Problem& pb, Coefficients coefficients) {
   dispatch_cuda(pb, [&](const auto& args, CudaLaunch launch) {
     using Args = std::decay_t<decltype(args)>;
     constexpr int kDims = Args::dims;
-    const int taps = dispatch_sampler<kDims>(pb.mode, pb.padding, [](auto s) { return decltype(s)::kTaps; });
+    const int taps = pb.taps_per_sample();
     const bool deterministic = at::globalContext().deterministicAlgorithms();
     TORCH_CHECK(pb.points() <= INT32_MAX || !deterministic, "grid_encoder: deterministic input gradients on CUDA "
                 "take at most 2^31 - 1 points per batch item, got ", pb.points());

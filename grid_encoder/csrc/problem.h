@@ -45,9 +45,11 @@ struct Problem {
     return count;
   }
   int64_t sample_count() const { return batch() * points(); }  // number of (n, p) pairs
-  int64_t taps_per_sample() const {  // 1 (nearest), 2^dims (bilinear, trilinear), 4^dims (bicubic, tricubic)
-    return mode == Mode::Nearest ? 1 : int64_t(1) << ((mode == Mode::Bicubic ? 2 : 1) * dims());
+  int taps_per_sample() const {  // the sampler's kTaps (taps.h): 1, 2^dims (bilinear) or 4^dims (bicubic)
+    const auto taps = [](auto sampler) { return decltype(sampler)::kTaps; };
+    return dims() == 3 ? dispatch_sampler<3>(mode, padding, taps) : dispatch_sampler<2>(mode, padding, taps);
   }
+  int64_t tap_count() const { return sample_count() * taps_per_sample(); }  // number of (sample, tap) pairs
 
   /// The problem restricted to batch items [first, first + count): every tensor's view of them.
   Problem items(int64_t first, int64_t count) const {
@@ -126,7 +128,7 @@ constexpr int64_t kMaxAtomicScatterTerms = int64_t(1) << 20;
 /// algorithms. It numbers a batch item's samples in 32 bits, so items of 2^31 points or more take the atomics
 /// (which deterministic algorithms refuse: phases_cuda.cpp).
 inline bool scatters_binned(const Problem& pb, bool deterministic) {
-  const int64_t terms = pb.sample_count() * pb.taps_per_sample() * pb.channels();
+  const int64_t terms = pb.tap_count() * pb.channels();
   return pb.points() <= INT32_MAX && (deterministic || terms > kMaxAtomicScatterTerms);
 }
 #endif
