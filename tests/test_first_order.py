@@ -230,6 +230,15 @@ def _same_bits(a, b):
     return torch.equal(a.contiguous().view(torch.int32), b.contiguous().view(torch.int32))
 
 
+def _pointwise_results(input, grid, grad_output, grad_grad_grid, settings):
+    """The operators' point-wise results: output, grad_grid and the eikonal step's d_grid."""
+    ops = torch.ops.grid_encoder
+    return (ops.grid_sample_forward(input, grid, *settings),
+            ops.grid_sample_backward(grad_output, input, grid, *settings, [False, True])[1],
+            ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
+                                            [False, False, True])[2])
+
+
 @pytest.mark.parametrize("mode,padding,align", SETTINGS, ids=SETTING_IDS)
 def test_cpu_points_by_eights_give_the_scalar_bits(mode, padding, align):
     """On the CPU, float32 2-D points go eight at a time (AVX2, where the processor has it) and a run's rest one at a
@@ -240,7 +249,6 @@ def test_cpu_points_by_eights_give_the_scalar_bits(mode, padding, align):
     special = torch.cat([folds, torch.nextafter(folds, folds + 1), torch.nextafter(folds, folds - 1),
                          torch.tensor([0.0, -0.0, 1e5, -3e6, 1e8, -1e9, 3e38, float("nan"), float("inf"),
                                        -float("inf")])])
-    ops = torch.ops.grid_encoder
     settings = (["bilinear", "nearest", "bicubic"].index(mode), PADDINGS.index(padding), align)
     for size in [(37, 41), (1, 9), (2, 1)]:
         input = torch.randn(1, 3, *size)
@@ -248,16 +256,10 @@ def test_cpu_points_by_eights_give_the_scalar_bits(mode, padding, align):
         picked = torch.randint(0, 256, (120,))
         grid.view(-1)[picked] = special[torch.randint(0, len(special), (120,))]
         grad_output, grad_grad_grid = torch.randn(1, 3, 1, 128), torch.randn_like(grid)
-
-        def results(input, grid, grad_output, grad_grad_grid):
-            return (ops.grid_sample_forward(input, grid, *settings),
-                    ops.grid_sample_backward(grad_output, input, grid, *settings, [False, True])[1],
-                    ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
-                                                    [False, False, True])[2])
-
-        by_eights = results(input, grid, grad_output, grad_grad_grid)  # one batch item of 128 points: runs of 16
-        one_by_one = results(input.expand(128, *input.shape[1:]), grid.view(128, 1, 1, 2),  # 128 items of one point
-                             grad_output.permute(3, 1, 2, 0), grad_grad_grid.view(128, 1, 1, 2))
+        # one batch item of 128 points: runs of 16
+        by_eights = _pointwise_results(input, grid, grad_output, grad_grad_grid, settings)
+        one_by_one = _pointwise_results(input.expand(128, *input.shape[1:]), grid.view(128, 1, 1, 2),  # 128 items
+                                        grad_output.permute(3, 1, 2, 0), grad_grad_grid.view(128, 1, 1, 2), settings)
         for name, a, b in zip(("output", "grad_grid", "d_grid"), by_eights, one_by_one):
             assert _same_bits(a.reshape(-1), b.permute(*([1, 0, 2, 3] if name == "output" else [1, 2, 0, 3]))
                               .reshape(-1)), (name, size)
@@ -268,7 +270,6 @@ def test_cpu_working_copy_gives_the_same_bits(dims):
     """On the CPU, a call whose taps cover an input of 8 to 64 MiB with 8 channels or more twice over reads a
     channels-last copy of it; every point's results keep their bits: the same points in a call too small for the copy
     (output, grad_grid, the eikonal step's d_grid; float32 and float64; bilinear and bicubic copy, nearest does not)."""
-    ops = torch.ops.grid_encoder
     spatial = (512, 512) if dims == 2 else (64, 64, 64)  # 8 MiB of float32 at 8 channels
     for dtype in (torch.float32, torch.float64):
         input = torch.randn(1, 8, *spatial, dtype=dtype)
@@ -277,16 +278,11 @@ def test_cpu_working_copy_gives_the_same_bits(dims):
         grid = (torch.rand(1, *ones, points, dims, dtype=dtype) * 2 - 1) * 1.1
         grad_output, grad_grad_grid = torch.randn(1, 8, *ones, points, dtype=dtype), torch.randn_like(grid)
         for mode in range(3):
-            def results(grid, grad_output, grad_grad_grid):
-                settings = (mode, 0, True)
-                return (ops.grid_sample_forward(input, grid, *settings),
-                        ops.grid_sample_backward(grad_output, input, grid, *settings, [False, True])[1],
-                        ops.grid_sample_double_backward(None, grad_grad_grid, grad_output, input, grid, *settings,
-                                                        [False, False, True])[2])
-
-            copied = results(grid, grad_output, grad_grad_grid)
+            settings = (mode, 0, True)
+            copied = _pointwise_results(input, grid, grad_output, grad_grad_grid, settings)
             # the first 512 points alone: too few taps to copy
-            few = results(grid[..., :512, :], grad_output[..., :512], grad_grad_grid[..., :512, :])
+            few = _pointwise_results(input, grid[..., :512, :], grad_output[..., :512], grad_grad_grid[..., :512, :],
+                                     settings)
             for name, a, b in zip(("output", "grad_grid", "d_grid"), copied, few):
                 assert _same_bits(a[..., :512, :] if name != "output" else a[..., :512], b), (name, mode, dtype)
 
