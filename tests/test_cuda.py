@@ -177,6 +177,22 @@ def test_binned_scatter_in_chunks_of_batch_items(mode, deterministic):
         assert_close(a.cpu(), b, **REORDERED_SUMS)
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+def test_binned_scatter_scans_counts_over_many_tiles(deterministic):
+    """The binned scatter's scan of the counts per position runs over tiles of 4096 positions, and one block sums the
+    tiles' totals, each of its 256 threads a run of tiles: 1.2 million positions are 293 tiles. Half the points
+    crowd a corner (long ranges there, empty tiles elsewhere), half spread over the plane; every input-shaped
+    gradient agrees with the CPU's."""
+    input = torch.randn(1, 2, 1200, 1000, dtype=torch.float64, device="cuda")
+    grid = random_grid(1, 2, 150000, dtype=torch.float64, device="cuda")
+    grid[:, 0] = grid[:, 0] * 0.05 - 0.95
+    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        on_gpu = first_and_second_order(grid_sample, input, grid, "bilinear", "zeros", True)
+    on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), "bilinear", "zeros", True)
+    for a, b in zip(on_gpu, on_cpu):
+        assert_close(a.cpu(), b, **REORDERED_SUMS)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_crowded_points_and_many_channel_blocks_match_cpu(dims):
     """Thousands of points on a dozen pixels (border padding piles the outside ones onto the edges), with 5

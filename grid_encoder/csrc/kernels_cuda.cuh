@@ -148,7 +148,8 @@ void launch_lanes(cudaStream_t stream, Kernel kernel, const Args& args, const Ex
 // float4 atomic counts as four): on scattered points that operation rate, not memory bandwidth, bounds the
 // backward pass. So the scatter runs as a gather instead, over chunks of batch items (phases_cuda.cpp):
 //   (1) one pass over the samples counts the pairs (tap of a sample) of each input position (tap_position);
-//   (2) a scan of the counts gives each position its range in a list of pairs;
+//   (2) a scan of the counts gives each position its range in a list of pairs (three short launches over tiles of
+//       kScanTile positions: each tile's sum, the tiles' offsets, each position's end);
 //   (3) a second pass over the samples recomputes the taps and files each pair, its sample and its tap's
 //       coefficient (scatter_coefficients), into its position's range;
 //   (4) one thread per (position, channel block) sums coefficient * grad_output over its range and stores the
@@ -181,6 +182,93 @@ __global__ void __launch_bounds__(kThreads)
       if (q != kNoPosition) atomicAdd(buffers.count + q, 1);
     }
   });
+}
+
+/// The inclusive prefix sum of `value` over the block's threads, in thread order (every thread of the block must
+/// call it); *block_sum: the sum over all of them.
+__device__ inline int64_t block_inclusive_sum(int64_t value, int64_t* block_sum) {
+  constexpr int kWarps = kThreads / 32;
+  __shared__ int64_t warp_sums[kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const int64_t below = __shfl_up_sync(0xffffffffu, value, offset);
+    if (lane >= offset) value += below;
+  }
+  if (lane == 31) warp_sums[warp] = value;
+  __syncthreads();
+  int64_t before = 0, sum = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    before += w < warp ? warp_sums[w] : 0;
+    sum += warp_sums[w];
+  }
+  __syncthreads();  // every thread has read warp_sums before a next call writes it
+  *block_sum = sum;
+  return before + value;
+}
+
+constexpr int kScanPerThread = static_cast<int>(kScanTile / kThreads);  // a tile's positions per thread
+static_assert(kScanTile % kThreads == 0, "a tile of the scan is whole threads' positions");
+
+template <typename scalar_t>
+__device__ inline int64_t scan_tiles(const BinnedBuffers<scalar_t>& buffers) {
+  return (buffers.positions + kScanTile - 1) / kScanTile;
+}
+
+/// Step (2a), a block per tile: tile_sums[t] = the pairs counted for the positions of tile t.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) scan_tile_sums_kernel(const BinnedBuffers<scalar_t> buffers) {
+  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers); tile += gridDim.x) {
+    int64_t sum = 0;
+#pragma unroll
+    for (int i = 0; i < kScanPerThread; ++i) {
+      const int64_t q = tile * kScanTile + i * kThreads + threadIdx.x;  // coalesced
+      sum += q < buffers.positions ? buffers.count[q] : 0;
+    }
+    int64_t tile_sum;
+    block_inclusive_sum(sum, &tile_sum);
+    if (threadIdx.x == 0) buffers.tile_sums[tile] = tile_sum;
+  }
+}
+
+/// Step (2b), one block: tile_sums[t] = the sum over the tiles before t (each thread takes a run of tiles).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) scan_tile_offsets_kernel(const BinnedBuffers<scalar_t> buffers) {
+  const int64_t tiles = scan_tiles(buffers), per_thread = (tiles + kThreads - 1) / kThreads;
+  const int64_t begin = std::min<int64_t>(threadIdx.x * per_thread, tiles);
+  const int64_t stop = std::min<int64_t>(begin + per_thread, tiles);
+  int64_t sum = 0;
+  for (int64_t t = begin; t < stop; ++t) sum += buffers.tile_sums[t];
+  int64_t unused;
+  int64_t offset = block_inclusive_sum(sum, &unused) - sum;
+  for (int64_t t = begin; t < stop; ++t) {
+    const int64_t tile_sum = buffers.tile_sums[t];
+    buffers.tile_sums[t] = offset;
+    offset += tile_sum;
+  }
+}
+
+/// Step (2c), a block per tile: end[q] = the tile's offset + the counts of its positions up to q (each thread takes
+/// kScanPerThread consecutive positions).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) scan_ends_kernel(const BinnedBuffers<scalar_t> buffers) {
+  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers); tile += gridDim.x) {
+    const int64_t first = tile * kScanTile + int64_t(threadIdx.x) * kScanPerThread;
+    int64_t running[kScanPerThread];
+    int64_t sum = 0;
+#pragma unroll
+    for (int i = 0; i < kScanPerThread; ++i) {
+      sum += first + i < buffers.positions ? buffers.count[first + i] : 0;
+      running[i] = sum;
+    }
+    int64_t unused;
+    const int64_t before = buffers.tile_sums[tile] + block_inclusive_sum(sum, &unused) - sum;
+#pragma unroll
+    for (int i = 0; i < kScanPerThread; ++i) {
+      if (first + i < buffers.positions) buffers.end[first + i] = before + running[i];
+    }
+  }
 }
 
 /// Step (3): list[the next free slot of its position's range] = (sample, coefficient) for every tap inside; one
@@ -329,6 +417,15 @@ void launch_count_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients co
     launch_items(args.batch * args.points, launch.stream, count_pairs_kernel<scalar_t, decltype(s)>, args,
                  coefficients, buffers);
   });
+  const int64_t tiles = (buffers.positions + kScanTile - 1) / kScanTile;
+  if (tiles == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min(tiles, kMaxBlocks));
+  scan_tile_sums_kernel<<<blocks, kThreads, 0, launch.stream>>>(buffers);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  scan_tile_offsets_kernel<<<1, kThreads, 0, launch.stream>>>(buffers);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  scan_ends_kernel<<<blocks, kThreads, 0, launch.stream>>>(buffers);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, int kDims>

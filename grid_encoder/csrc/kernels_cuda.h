@@ -34,6 +34,9 @@ struct alignas(2 * sizeof(T)) FiledPair {
   T coefficient;
 };
 
+/// The binned scatter's scan of the counts per position takes tiles of this many positions.
+constexpr int64_t kScanTile = 4096;
+
 /// The binned scatter's buffers for one chunk of batch items (see binned_scatter in phases_cuda.cpp and the kernels
 /// in kernels_cuda.cuh); a pair is one tap of one sample, numbered sample * taps + tap.
 template <typename scalar_t>
@@ -42,10 +45,11 @@ struct BinnedBuffers {
   int64_t positions = 0;                         // the chunk's items * the input's spatial size: target positions
   int taps = 0;                                  // taps per sample
   int* count = nullptr;                          // [positions] pairs per position (zeroed before the first pass)
+  int64_t* tile_sums = nullptr;                  // [tiles of kScanTile positions] the scan's own
+  int64_t* end = nullptr;                        // [positions] one past each position's range of the list
   int64_t* position = nullptr;                   // [pairs] deterministic filing only: each pair's position and
   acc_t* coefficient = nullptr;                  // [pairs] coefficient, and
   const int64_t* order = nullptr;                // [pairs] the pairs sorted by position (stable)
-  const int64_t* end = nullptr;                  // [positions] one past each position's range of the list
   FiledPair<acc_t>* list = nullptr;              // [pairs] the pairs, filed by position
 };
 
@@ -58,7 +62,7 @@ template <typename scalar_t, int kDims>
 void launch_double_backward_points(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch);
 
 // Scatters into grad_input or d_input (coefficients says which): by float atomics into a zeroed target, or binned
-// in three launches (counting, filing, sums; see kernels_cuda.cuh).
+// in three launchers (counting and the scan of the counts, filing, sums; see kernels_cuda.cuh).
 template <typename scalar_t, int kDims>
 void launch_atomic_scatter(const SampleArgs<scalar_t, kDims>& args, Coefficients coefficients, CudaLaunch launch);
 template <typename scalar_t, int kDims>

@@ -8,10 +8,8 @@
 // reaches that library's phases once _build.py has loaded it (grid_encoder_set_phases in operators.cpp).
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -46,56 +44,69 @@ void dispatch_cuda(const Problem& pb, const F& body) {
 /// set the peak memory of an encoder's eikonal step.
 constexpr int64_t kChunkPairs = int64_t(1) << 20;
 
-/// The binned scatter (see kernels_cuda.cuh) of one chunk of batch items: the counting pass, a scan of the counts,
-/// the filing (by integer atomics, or under torch.use_deterministic_algorithms(True) in the order of a stable sort
-/// of the pairs' positions, which is sample order), then the sums.
-template <typename scalar_t, int kDims>
-void binned_scatter_chunk(const Problem& pb, Coefficients coefficients, CudaLaunch launch, int taps) {
-  using acc_t = opmath_t<scalar_t>;
-  const SampleArgs<scalar_t, kDims> args = make_args<scalar_t, kDims>(pb);
-  const int64_t pairs = pb.sample_count() * taps;
-  const auto options = pb.input.options();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  BinnedBuffers<scalar_t> buffers;
-  buffers.positions = pb.batch();
-  buffers.taps = taps;
-  for (int e = 0; e < kDims; ++e) buffers.positions *= args.size[e];
-  const at::Tensor count = at::zeros({buffers.positions}, options.dtype(at::kInt));
-  buffers.count = count.data_ptr<int>();
-  at::Tensor position, coefficient;
-  if (deterministic) {
-    position = at::empty({pairs}, options.dtype(at::kLong));
-    coefficient = at::empty({pairs}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
-    buffers.position = position.data_ptr<int64_t>();
-    buffers.coefficient = coefficient.data_ptr<acc_t>();
+/// Byte offsets of consecutive arrays in one buffer, each on a 16-byte boundary.
+struct BufferLayout {
+  int64_t bytes = 0;
+  template <typename T>
+  int64_t add(int64_t count) {
+    const int64_t offset = bytes;
+    bytes += (count * static_cast<int64_t>(sizeof(T)) + 15) / 16 * 16;
+    return offset;
   }
-  TORCH_INTERNAL_ASSERT(args.grad_output.stride_c == 1 || args.channels == 1);  // point-major (operators.cpp)
-  launch_count_pairs(args, coefficients, buffers, launch);
-  const at::Tensor end = at::cumsum(count, 0, at::kLong);
-  buffers.end = end.const_data_ptr<int64_t>();
-  at::Tensor order;
-  if (deterministic) {
-    order = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
-    position.reset();  // not needed by the filing
-    buffers.position = nullptr;
-    buffers.order = order.const_data_ptr<int64_t>();
-  }
-  const at::Tensor list = at::empty({pairs * static_cast<int64_t>(sizeof(FiledPair<acc_t>))}, options.dtype(at::kByte));
-  buffers.list = reinterpret_cast<FiledPair<acc_t>*>(list.data_ptr());
-  launch_file_pairs(args, coefficients, buffers, launch);
-  launch_binned_sums(args, coefficients, buffers, launch);
-}
+};
 
-/// The binned scatter, chunk by chunk of batch items (at most kChunkPairs pairs, or one item). Each chunk numbers its
-/// samples in 32 bits: an item with 2^31 points or more scatters by atomics instead, which deterministic
-/// algorithms refuse.
+/// The binned scatter (see kernels_cuda.cuh), chunk by chunk of batch items (at most kChunkPairs pairs, or one item):
+/// the counting pass and the scan of the counts, the filing (by integer atomics, or under
+/// torch.use_deterministic_algorithms(True) in the order of a stable sort of the pairs' positions, which is sample
+/// order), then the sums. The chunks run in order on one stream and share one allocation, sized for the largest;
+/// each numbers its samples in 32 bits (items of 2^31 points or more take the atomic scatter: scatter_into_input).
 template <typename scalar_t, int kDims>
 void binned_scatter(const Problem& pb, Coefficients coefficients, CudaLaunch launch, int taps) {
-  const int64_t item_pairs = std::max<int64_t>(pb.points() * taps, 1);
-  const int64_t items = std::max<int64_t>(kChunkPairs / item_pairs, 1);
-  for (int64_t first = 0; first < pb.batch(); first += items) {
-    binned_scatter_chunk<scalar_t, kDims>(pb.items(first, std::min(items, pb.batch() - first)), coefficients,
-                                          launch, taps);
+  using acc_t = opmath_t<scalar_t>;
+  const SampleArgs<scalar_t, kDims> args = make_args<scalar_t, kDims>(pb);
+  TORCH_INTERNAL_ASSERT(args.grad_output.stride_c == 1 || args.channels == 1);  // point-major (operators.cpp)
+  int64_t item_positions = 1;
+  for (int e = 0; e < kDims; ++e) item_positions *= args.size[e];
+  const int64_t item_pairs = args.points * taps;
+  const int64_t chunk_items =
+      std::min(std::max<int64_t>(kChunkPairs / std::max<int64_t>(item_pairs, 1), 1), args.batch);
+
+  BufferLayout layout;
+  const int64_t count_at = layout.add<int>(chunk_items * item_positions);
+  const int64_t tile_sums_at = layout.add<int64_t>((chunk_items * item_positions + kScanTile - 1) / kScanTile);
+  const int64_t end_at = layout.add<int64_t>(chunk_items * item_positions);
+  const int64_t list_at = layout.add<FiledPair<acc_t>>(chunk_items * item_pairs);
+  const at::Tensor buffer = at::empty({layout.bytes}, pb.input.options().dtype(at::kByte));
+  auto* const bytes = static_cast<char*>(buffer.data_ptr());
+  BinnedBuffers<scalar_t> buffers;
+  buffers.taps = taps;
+  buffers.count = reinterpret_cast<int*>(bytes + count_at);
+  buffers.tile_sums = reinterpret_cast<int64_t*>(bytes + tile_sums_at);
+  buffers.end = reinterpret_cast<int64_t*>(bytes + end_at);
+  buffers.list = reinterpret_cast<FiledPair<acc_t>*>(bytes + list_at);
+
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  for (int64_t first = 0; first < args.batch; first += chunk_items) {
+    const SampleArgs<scalar_t, kDims> chunk = args.items(first, std::min(chunk_items, args.batch - first));
+    const int64_t pairs = chunk.batch * item_pairs;
+    buffers.positions = chunk.batch * item_positions;
+    C10_CUDA_CHECK(cudaMemsetAsync(buffers.count, 0, buffers.positions * sizeof(int), launch.stream));
+    at::Tensor position, coefficient, order;
+    if (deterministic) {
+      position = at::empty({pairs}, buffer.options().dtype(at::kLong));
+      coefficient = at::empty({pairs}, buffer.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+      buffers.position = position.data_ptr<int64_t>();
+      buffers.coefficient = coefficient.data_ptr<acc_t>();
+    }
+    launch_count_pairs(chunk, coefficients, buffers, launch);
+    if (deterministic) {
+      order = std::get<1>(at::sort(position, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+      position.reset();  // not needed by the filing
+      buffers.position = nullptr;
+      buffers.order = order.const_data_ptr<int64_t>();
+    }
+    launch_file_pairs(chunk, coefficients, buffers, launch);
+    launch_binned_sums(chunk, coefficients, buffers, launch);
   }
 }
 

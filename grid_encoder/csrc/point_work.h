@@ -35,6 +35,11 @@ struct ImageView {
   int64_t stride[kDims] = {};  // stride[e]: along grid axis e
   bool channel_words = false;  // channels contiguous, every tap's block 16-byte aligned (see load_block)
   C10_HOST_DEVICE scalar_t* plane(int64_t n, int64_t c) const { return data + n * stride_n + c * stride_c; }
+  ImageView from_item(int64_t first) const {  // the view of batch items first, first + 1, ...
+    ImageView view = *this;
+    if (data != nullptr) view.data += first * stride_n;
+    return view;
+  }
 };
 
 /// A block of up to kChannelBlock channels starting at `first`; `count` of them are real.
@@ -143,6 +148,11 @@ struct PointsView {  // [N, C, P]
   C10_HOST_DEVICE scalar_t* element(int64_t n, int64_t c, int64_t p) const {
     return data + n * stride_n + c * stride_c + p * stride_p;
   }
+  PointsView from_item(int64_t first) const {  // the view of batch items first, first + 1, ...
+    PointsView view = *this;
+    if (data != nullptr) view.data += first * stride_n;
+    return view;
+  }
 };
 
 /// Everything the kernels of one call share.
@@ -164,6 +174,25 @@ struct SampleArgs {
   PointsView<scalar_t> d_grad_output;           // d/d grad_output
   ImageView<scalar_t, kDims> d_input;           // d/d input (scatter)
   scalar_t* d_grid = nullptr;                   // d/d grid, [N, P, kDims]
+
+  /// These views restricted to batch items [first, first + count) (the CUDA binned scatter's chunks).
+  SampleArgs items(int64_t first, int64_t count) const {
+    SampleArgs part = *this;
+    part.batch = count;
+    const auto grid_from = [&](auto* g) { return g == nullptr ? g : g + first * points * kDims; };
+    part.grid = grid_from(grid);
+    part.grad_grid = grid_from(grad_grid);
+    part.grad_grad_grid = grid_from(grad_grad_grid);
+    part.d_grid = grid_from(d_grid);
+    part.input = input.from_item(first);
+    part.grad_input = grad_input.from_item(first);
+    part.grad_grad_input = grad_grad_input.from_item(first);
+    part.d_input = d_input.from_item(first);
+    part.output = output.from_item(first);
+    part.grad_output = grad_output.from_item(first);
+    part.d_grad_output = d_grad_output.from_item(first);
+    return part;
+  }
 };
 
 template <typename scalar_t>

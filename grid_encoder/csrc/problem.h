@@ -50,17 +50,6 @@ struct Problem {
     return dims() == 3 ? dispatch_sampler<3>(mode, padding, taps) : dispatch_sampler<2>(mode, padding, taps);
   }
   int64_t tap_count() const { return sample_count() * taps_per_sample(); }  // number of (sample, tap) pairs
-
-  /// The problem restricted to batch items [first, first + count): every tensor's view of them.
-  Problem items(int64_t first, int64_t count) const {
-    Problem part = *this;
-    for (at::Tensor* t : {&part.input, &part.grid, &part.output, &part.grad_output, &part.grad_input, &part.grad_grid,
-                          &part.grad_grad_input, &part.grad_grad_grid, &part.d_grad_output, &part.d_input,
-                          &part.d_grid}) {
-      if (t->defined()) *t = t->narrow(0, first, count);
-    }
-    return part;
-  }
 };
 
 // The phases of the operators. Each has a CPU launcher (kernels_cpu.cpp) and a CUDA launcher (phases_cuda.cpp, which
