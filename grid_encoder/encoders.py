@@ -140,8 +140,10 @@ def _column_sums(grad, axes, width):
     for plane, pair in zip(grad.unbind(-3), axes):
         for pick, column in zip(plane.unbind(-1), pair):
             sums[column] = pick if sums[column] is None else sums[column] + pick
-    zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
-    return torch.stack([zero if s is None else s for s in sums], -1)
+    if any(s is None for s in sums):  # columns no plane reads
+        zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
+        sums = [zero if s is None else s for s in sums]
+    return torch.stack(sums, -1)
 
 
 class _PlaneCoords(torch.autograd.Function):

@@ -93,6 +93,21 @@ def test_planes_match_grid_sample_calls(device, reduce, form):
     assert_all_close(derivatives(field, planes, points), reference)
 
 
+def test_a_column_no_plane_reads_gets_a_zero_gradient(device):
+    """Points whose middle column no plane reads (planes on (x, z) and (z, x)): every order matches the calls, and
+    that column's gradient is zero at every order."""
+    planes = random_planes(device, [(6, 7)] * 2, 3)
+    points = random_points(device, 10)
+    axes = ((0, 2), (2, 0))
+    ours = derivatives(lambda p, x: sample_planes(torch.stack(p), x, axes, "concat", *SETTINGS), planes, points)
+    reference = derivatives(lambda p, x: planes_by_calls(grid_sample_reference, p, x, axes, "concat"), planes,
+                            points)
+    assert_all_close(ours, reference)
+    for order, points_gradient in enumerate((ours[3], ours[6], ours[9]), 1):
+        assert points_gradient[:, 2].abs().max() > 0, order
+        assert torch.equal(points_gradient[:, 1], torch.zeros_like(points_gradient[:, 1])), order
+
+
 @pytest.mark.parametrize("reduce", ["concat", "product"])
 def test_k_planes_space_time_and_resolutions(device, reduce):
     """K-Planes: 6 planes over (x, y, z, t) pairs at two resolutions, product within a resolution, concat across."""
