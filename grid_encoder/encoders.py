@@ -128,7 +128,8 @@ def _grids(grids, name, dims, count, points):
 def _plane_coords(points, axes):
     """The planes' coordinates, (.., K, P, 2) contiguous: plane k's (x, y) = points[..., a_k], points[..., b_k] for
     axes ((a_0, b_0), ...), columns repeated as the axes repeat them."""
-    picked = torch.stack([points.select(-1, c) for pair in axes for c in pair], -1)  # (.., P, 2K)
+    columns = points.unbind(-1)  # one operator, where a select per pick is 2K
+    picked = torch.stack([columns[c] for pair in axes for c in pair], -1)  # (.., P, 2K)
     return picked.unflatten(-1, (len(axes), 2)).movedim(-2, -3).contiguous()
 
 
@@ -137,8 +138,10 @@ def _column_sums(grad, axes, width):
     order; a few additions, where indexing's gradient is a scatter that sorts and waits for the device. Linear, so
     its own derivatives follow from the same operations."""
     sums = [None] * width
-    for plane, pair in zip(grad.unbind(-3), axes):
-        for pick, column in zip(plane.unbind(-1), pair):
+    picks = [side.unbind(-2) for side in grad.unbind(-1)]  # picks[j][k]: plane k's coordinate j
+    for k, pair in enumerate(axes):
+        for j, column in enumerate(pair):
+            pick = picks[j][k]
             sums[column] = pick if sums[column] is None else sums[column] + pick
     if any(s is None for s in sums):  # columns no plane reads
         zero = torch.zeros_like(grad.select(-3, 0).select(-1, 0))
