@@ -6,7 +6,7 @@
 Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
-glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked by selects
+glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked from an unbind
 (_plane_coords, whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
 outputs (each grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or
 multiplied without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and
@@ -40,9 +40,9 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
     axes = tuple(axes)
-    # (.., K, P, 2), contiguous: the kernels read it without a copy. Plain selects where no backward pass needs
+    # (.., K, P, 2), contiguous: the kernels read it without a copy. Plain views where no backward pass needs
     # them (forward-mode AD goes through them as well) and under torch.compile (Dynamo cannot trace a Function with
-    # a jvp; the compiler fuses the selects' gradients); else a Function whose gradient is a few sums: in the
+    # a jvp; the compiler fuses the views' gradients); else a Function whose gradient is a few sums: in the
     # new style that torch.func needs only under torch.func (its apply costs about 17 us of host time, the old
     # style's 2).
     if torch.compiler.is_compiling() or not (points.requires_grad and torch.is_grad_enabled()):

@@ -176,7 +176,7 @@ def test_transforms_of_an_encoder(device):
 
 def test_forward_mode_tangent_of_an_encoder(device):
     """Dual points (torch.autograd.forward_ad, outside torch.func) give the features' tangent, whether the points
-    also require grad (the encoder's autograd Function and its jvp) or not (plain selects), and a gradient through
+    also require grad (the encoder's autograd Function and its jvp) or not (plain views), and a gradient through
     the tangent as well."""
     planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device)
     points, tangent = random_points(device, 5), random_points(device, 5)
