@@ -6,17 +6,20 @@
 Every value and derivative equals the same computation written with one ``grid_sample`` call per grid followed by
 the reduction, because it is that: grids of one size go through one call with the grids as its batch, grids of
 different sizes one call each, so every order, torch.func and forward-mode AD work as for ``grid_sample``. The
-glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked from an unbind
-(_plane_coords, whose gradient is a few sums, where indexing's would be a sorted scatter), the calls write point-major
-outputs (each grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or
-multiplied without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and
-checks for zeros on the host).
+glue around the calls is chosen to stay cheap at every order: the planes' coordinates are picked by one operator
+(plane_coords, with C++ autograd: its gradient sums each column's picks in one kernel, where indexing's would be a
+sorted scatter and a Python composite a dozen small operators a step), the calls write point-major outputs (each
+grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or multiplied
+without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks for zeros
+on the host).
 """
 import torch
 
-from .grid_sample import _functorch_transforms_active, _grid_sample
+from .grid_sample import _forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _ops
 
+_plane_coords_op = _ops.plane_coords.default
 _REDUCTIONS = ("concat", "sum", "mean", "product")
+_MAX_OPERATOR_PLANES = 128  # the operator plane_coords' limit (kMaxCoordPlanes in csrc/plane_coords.h)
 
 
 def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat", mode="bilinear",
@@ -39,18 +42,17 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     """
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
-    axes = tuple(axes)
-    # (.., K, P, 2), contiguous: the kernels read it without a copy. Plain views where no backward pass needs
-    # them (forward-mode AD goes through them as well) and under torch.compile (Dynamo cannot trace a Function with
-    # a jvp; the compiler fuses the views' gradients); else a Function whose gradient is a few sums: in the
-    # new style that torch.func needs only under torch.func (its apply costs about 17 us of host time, the old
-    # style's 2).
-    if torch.compiler.is_compiling() or not (points.requires_grad and torch.is_grad_enabled()):
+    # (.., K, P, 2), contiguous: the kernels read it without a copy. The operator plane_coords, whose autograd is
+    # C++ (its gradient sums the picks of each column; the two operators are each other's derivative); plain views
+    # under torch.compile (the compiler fuses them) and forward-mode AD (which the operator leaves to them); under
+    # torch.func, a Python Function with the same gradient.
+    if _is_compiling() or _forward_ad._current_level >= 0:
         coords = _plane_coords(points, axes)
-    elif _functorch_transforms_active():
-        coords = _PlaneCoords.apply(points, axes)
+    elif _functorch_transforms_active() or len(axes) > _MAX_OPERATOR_PLANES:
+        grad = points.requires_grad and torch.is_grad_enabled()
+        coords = _PlaneCoords.apply(points, axes) if grad else _plane_coords(points, axes)
     else:
-        coords = _PlaneCoordsFunction.apply(points, axes)
+        coords = _plane_coords_op(points, [c for pair in axes for c in pair])
     return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
 
 
@@ -82,6 +84,8 @@ def _describe(t):
 def _check_axes(axes, points):
     if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3):
         raise ValueError(f"sample_planes(): expected points of shape (P, D) or (N, P, D), got {_describe(points)}")
+    if not points.dtype.is_floating_point:
+        raise TypeError(f"sample_planes(): expected floating-point points, got {points.dtype}")
     columns = points.shape[-1]
     try:
         axes = [tuple(int(i) for i in pair) for pair in axes]
@@ -127,7 +131,7 @@ def _grids(grids, name, dims, count, points):
 
 def _plane_coords(points, axes):
     """The planes' coordinates, (.., K, P, 2) contiguous: plane k's (x, y) = points[..., a_k], points[..., b_k] for
-    axes ((a_0, b_0), ...), columns repeated as the axes repeat them."""
+    axes ((a_0, b_0), ...), columns repeated as the axes repeat them. The operator plane_coords in plain operators."""
     columns = points.unbind(-1)  # one operator, where a select per pick is 2K
     picked = torch.stack([columns[c] for pair in axes for c in pair], -1)  # (.., P, 2K)
     return picked.unflatten(-1, (len(axes), 2)).movedim(-2, -3).contiguous()
@@ -135,8 +139,8 @@ def _plane_coords(points, axes):
 
 def _column_sums(grad, axes, width):
     """_plane_coords' gradient: for each of the `width` columns of points, the sum of the gradients of its picks, in
-    order; a few additions, where indexing's gradient is a scatter that sorts and waits for the device. Linear, so
-    its own derivatives follow from the same operations."""
+    order (plane by plane, x before y), as the operator plane_coords_backward adds them. Linear, so its own derivatives
+    follow from the same operations."""
     sums = [None] * width
     picks = [side.unbind(-2) for side in grad.unbind(-1)]  # picks[j][k]: plane k's coordinate j
     for k, pair in enumerate(axes):
@@ -150,7 +154,8 @@ def _column_sums(grad, axes, width):
 
 
 class _PlaneCoords(torch.autograd.Function):
-    """_plane_coords with _column_sums as its gradient, for torch.func (vmap rule generated)."""
+    """_plane_coords with _column_sums as its gradient, for torch.func (vmap rule generated): the operator
+    plane_coords and its gradient in Python."""
 
     generate_vmap_rule = True
 
@@ -162,23 +167,6 @@ class _PlaneCoords(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         points, ctx.axes = inputs
         ctx.width = points.shape[-1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _column_sums(grad, ctx.axes, ctx.width), None
-
-    @staticmethod
-    def jvp(ctx, tangent, _):
-        return _plane_coords(tangent, ctx.axes)
-
-
-class _PlaneCoordsFunction(torch.autograd.Function):
-    """The same in the old style, outside torch.func."""
-
-    @staticmethod
-    def forward(ctx, points, axes):
-        ctx.axes, ctx.width = axes, points.shape[-1]
-        return _plane_coords(points, axes)
 
     @staticmethod
     def backward(ctx, grad):
@@ -224,4 +212,16 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
             result = result * f if reduce == "product" else result + f
         if reduce == "mean":
             result = result / len(features)
-    return (result if batched else result[0]).contiguous()
+    return (result if batched else result.squeeze(0)).contiguous()  # (a select's gradient would fill and copy)
+
+
+# Shapes for torch.compile, FakeTensorMode and meta tensors.
+
+@torch.library.register_fake("grid_encoder::plane_coords")
+def _plane_coords_fake(points, columns):
+    return points.new_empty((*points.shape[:-2], len(columns) // 2, points.shape[-2], 2))
+
+
+@torch.library.register_fake("grid_encoder::plane_coords_backward")
+def _plane_coords_backward_fake(grad, columns, width):
+    return grad.new_empty((*grad.shape[:-3], grad.shape[-2], width))

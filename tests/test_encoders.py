@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 from helpers import REORDERED_SUMS, TRANSFORMED
 from grid_encoder import sample_planes, sample_volumes
+from grid_encoder.encoders import _column_sums, _plane_coords
 from grid_encoder.reference import grid_sample_reference
 
 TRIPLANE = ((0, 1), (0, 2), (1, 2))
@@ -176,8 +177,7 @@ def test_transforms_of_an_encoder(device):
 
 def test_forward_mode_tangent_of_an_encoder(device):
     """Dual points (torch.autograd.forward_ad, outside torch.func) give the features' tangent, whether the points
-    also require grad (the encoder's autograd Function and its jvp) or not (plain views), and a gradient through
-    the tangent as well."""
+    also require grad or not, and a gradient through the tangent as well."""
     planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device)
     points, tangent = random_points(device, 5), random_points(device, 5)
     _, expected = func.jvp(lambda x: planes_by_calls(grid_sample_reference, planes, x, TRIPLANE, "concat"),
@@ -211,6 +211,103 @@ def test_encoders_compile_in_one_graph():
             assert_close(a, b, **REORDERED_SUMS)
 
 
+# Planes picking columns several times, one pair twice the same column, and column 4 of five unread.
+REPEATED_AXES = ((0, 1), (0, 2), (1, 2), (3, 3), (2, 0))
+COLUMNS = [c for pair in REPEATED_AXES for c in pair]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("batched", [False, True], ids=["unbatched", "batched"])
+def test_plane_coords_operators_give_the_bits_of_their_python_twin(device, dtype, batched):
+    """The operator plane_coords and its gradient pick and add as _plane_coords and _column_sums do (the additions in
+    the same order, each rounded to the dtype), from points and gradients of any strides."""
+    lead = (2,) if batched else ()
+    points = torch.randn(*lead, 37, 7, device=device).to(dtype)[..., 1:6]  # five columns, not contiguous
+    coords = torch.ops.grid_encoder.plane_coords(points, COLUMNS)
+    assert coords.is_contiguous() and torch.equal(coords, _plane_coords(points, REPEATED_AXES))
+    grad = torch.randn(*lead, 5, 2, 37, device=device).to(dtype).transpose(-1, -2)  # (.., K, P, 2), not contiguous
+    sums = torch.ops.grid_encoder.plane_coords_backward(grad, COLUMNS, 5)
+    expected = _column_sums(grad, REPEATED_AXES, 5)
+    assert sums.shape == (*lead, 37, 5) and sums.is_contiguous()
+    assert torch.equal(sums.view(torch.int16 if dtype in (torch.float16, torch.bfloat16) else dtype),
+                       expected.view(torch.int16 if dtype in (torch.float16, torch.bfloat16) else dtype))
+    assert torch.equal(sums[..., 4], torch.zeros_like(sums[..., 4]))
+
+
+def test_plane_coords_operators_are_each_others_derivative(device):
+    ops = torch.ops.grid_encoder
+    points = torch.randn(2, 6, 5, dtype=torch.float64, device=device, requires_grad=True)
+    grad = torch.randn(2, 5, 6, 2, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: ops.plane_coords(x, COLUMNS), points)
+    assert torch.autograd.gradgradcheck(lambda x: ops.plane_coords(x, COLUMNS), points)
+    assert torch.autograd.gradcheck(lambda g: ops.plane_coords_backward(g, COLUMNS, 5), grad)
+    assert torch.autograd.gradgradcheck(lambda g: ops.plane_coords_backward(g, COLUMNS, 5), grad)
+
+
+PLANE_COORDS_BAD_CASES = {  # name: (call on points (10, 3) and grad (3, 10, 2), message)
+    "odd-columns": (lambda ops, x, g: ops.plane_coords(x, [0, 1, 2]),
+                    r"plane_coords: expected a pair of column indices per plane, for 1 to 128 planes, got 3 indices"),
+    "too-many-planes": (lambda ops, x, g: ops.plane_coords(x, [0, 1] * 129), r"for 1 to 128 planes, got 258 indices"),
+    "column-range": (lambda ops, x, g: ops.plane_coords(x, [0, 3]),
+                     r"expected column indices in \[0, 3\) for points of 3 columns, got \[0, 3\]"),
+    "points-rank": (lambda ops, x, g: ops.plane_coords(x[0], [0, 1]),
+                    r"expected points of shape \(P, D\) or \(N, P, D\), got \[3\]"),
+    "points-dtype": (lambda ops, x, g: ops.plane_coords(x.long(), [0, 1]),
+                     r"expected points of dtype float32, float64, float16 or bfloat16, got Long"),
+    "grad-planes": (lambda ops, x, g: ops.plane_coords_backward(g, [0, 1, 0, 2], 3),
+                    r"plane_coords_backward: expected grad for 2 planes, got shape \[3, 10, 2\]"),
+    "grad-width": (lambda ops, x, g: ops.plane_coords_backward(g, [0, 1, 0, 2, 1, 2], 2),
+                   r"expected column indices in \[0, 2\) for points of 2 columns"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLANE_COORDS_BAD_CASES))
+def test_plane_coords_operators_refuse_bad_arguments(device, case):
+    ops = torch.ops.grid_encoder
+    points = torch.randn(10, 3, dtype=torch.float64, device=device)
+    grad = torch.randn(3, 10, 2, dtype=torch.float64, device=device)
+    call, message = PLANE_COORDS_BAD_CASES[case]
+    with pytest.raises(RuntimeError, match=message):
+        call(ops, points, grad)
+    assert torch.equal(ops.plane_coords(points, [0, 1, 0, 2, 1, 2]), _plane_coords(points, TRIPLANE))
+
+
+def test_plane_coords_operators_refuse_dual_tensors():
+    """Forward-mode AD goes through sample_planes(), which hands it plain views; the operators say so."""
+    ops = torch.ops.grid_encoder
+    points, grad = torch.randn(10, 3, dtype=torch.float64), torch.randn(3, 10, 2, dtype=torch.float64)
+    with fwAD.dual_level():
+        for call in (lambda: ops.plane_coords(fwAD.make_dual(points, torch.ones_like(points)), [0, 1]),
+                     lambda: ops.plane_coords_backward(fwAD.make_dual(grad, torch.ones_like(grad)), [0, 1] * 3, 3)):
+            with pytest.raises(RuntimeError, match=r"forward-mode AD of this operator is served by "
+                                                   r"grid_encoder.sample_planes\(\)"):
+                call()
+
+
+def test_more_planes_than_the_operator_takes(device):
+    """130 planes: past plane_coords' 128, the coordinates come from the Python Function; the same results."""
+    axes = [(i % 3, (i + 1) % 3) for i in range(130)]
+    planes = torch.randn(130, 2, 3, 4, dtype=torch.float64, device=device)
+    points = random_points(device, 6).requires_grad_()
+    ours = sample_planes(planes, points, axes, "sum", *SETTINGS)
+    expected = planes_by_calls(F.grid_sample, planes, points, axes, "sum")
+    assert_close(ours, expected, **REORDERED_SUMS)
+    weights = torch.randn_like(ours)
+    assert_close(torch.autograd.grad((ours * weights).sum(), points)[0],
+                 torch.autograd.grad((expected * weights).sum(), points)[0], **REORDERED_SUMS)
+
+
+def test_encoders_on_meta_tensors_give_shapes_at_every_order():
+    planes = torch.empty(3, 4, 6, 7, dtype=torch.float64, device="meta", requires_grad=True)
+    points = torch.empty(2, 10, 3, dtype=torch.float64, device="meta", requires_grad=True)
+    features = sample_planes(planes[None].expand(2, 3, 4, 6, 7), points, TRIPLANE, "concat")
+    assert features.shape == (2, 10, 12) and features.device.type == "meta"
+    (normals,) = torch.autograd.grad(features.sum(), points, create_graph=True)
+    assert normals.shape == points.shape
+    grad_planes, grad_points = torch.autograd.grad(normals.square().sum(), (planes, points))
+    assert grad_planes.shape == planes.shape and grad_points.shape == points.shape
+
+
 BAD_CASES = {  # name: (call, error, message)
     "channels-differ": (lambda p, x: sample_planes([p[0], p[1][:2], p[2]], x, reduce="sum"), ValueError,
                         r"reduce='sum' needs grids with equal channel counts, got \[4, 2, 4\]"),
@@ -226,6 +323,8 @@ BAD_CASES = {  # name: (call, error, message)
                r"reduce must be 'concat', 'sum', 'mean' or 'product', got 'max'"),
     "dtype": (lambda p, x: sample_planes(p.float(), x), TypeError,
               r"expected planes with the dtype and device of points \(torch.float64 on .*\), got torch.float32"),
+    "integer-points": (lambda p, x: sample_planes(p.long(), x.long()), TypeError,
+                       r"sample_planes\(\): expected floating-point points, got torch.int64"),
 }
 
 

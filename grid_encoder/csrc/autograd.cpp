@@ -68,6 +68,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> double_backward_op(
                  mask);
 }
 
+at::Tensor plane_coords_op(const at::Tensor& points, at::IntArrayRef columns) {
+  static const auto op = typed_op<decltype(plane_coords)>("grid_encoder::plane_coords");
+  return op.call(points, columns);
+}
+
+at::Tensor plane_coords_backward_op(const at::Tensor& grad, at::IntArrayRef columns, int64_t width) {
+  static const auto op = typed_op<decltype(plane_coords_backward)>("grid_encoder::plane_coords_backward");
+  return op.call(grad, columns, width);
+}
+
 /// In a backward pass without create_graph nothing records the next operator, so the call may skip its autograd
 /// kernel (for the double backward, a Python one) and go straight to the CPU or CUDA kernel.
 struct SkipAutogradUnlessRecording {
@@ -139,14 +149,52 @@ class BackwardFunction : public torch::autograd::Function<BackwardFunction> {
   }
 };
 
+/// The encoders' plane coordinates and their gradient: linear maps, each the other's derivative, so every order
+/// chains the two operators.
+class PlaneCoordsFunction : public torch::autograd::Function<PlaneCoordsFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& points, at::IntArrayRef columns) {
+    ctx->saved_data["columns"] = columns.vec();
+    ctx->saved_data["width"] = points.size(-1);
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_coords_op(points, columns);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(2);
+    const SkipAutogradUnlessRecording skip;
+    return {plane_coords_backward_op(grads[0], ctx->saved_data["columns"].toIntVector(),
+                                     ctx->saved_data["width"].toInt()),
+            {}};
+  }
+};
+
+class PlaneCoordsBackwardFunction : public torch::autograd::Function<PlaneCoordsBackwardFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, at::IntArrayRef columns, int64_t width) {
+    ctx->saved_data["columns"] = columns.vec();
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_coords_backward_op(grad, columns, width);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(3);
+    const SkipAutogradUnlessRecording skip;
+    return {plane_coords_op(grads[0], ctx->saved_data["columns"].toIntVector()), {}, {}};
+  }
+};
+
 /// Forward-mode AD and torch.func run through grid_encoder.grid_sample(), which routes them to the Python
 /// autograd Functions (transforms.py). The C++ Functions here have no forward-mode formula: rather than drop a
 /// tangent, an operator called directly on dual tensors refuses them.
-void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at::Tensor>> tensors) {
+void refuse_dual_tensors(const char* op, std::initializer_list<std::optional<at::Tensor>> tensors,
+                         const char* served_by = "grid_encoder.grid_sample()") {
   for (const auto& t : tensors) {
     TORCH_CHECK(!t.has_value() || !t->defined() || !t->_fw_grad(/*level=*/0).defined(), op,
-                ": forward-mode AD of this operator is served by grid_encoder.grid_sample(); call that instead "
-                "of the operator on dual tensors");
+                ": forward-mode AD of this operator is served by ", served_by, "; call that instead of the "
+                "operator on dual tensors");
   }
 }
 
@@ -195,12 +243,32 @@ at::Tensor grid_sample_tangent_autograd(const std::optional<at::Tensor>& input_t
   return op.call(input_tangent, grid_tangent, input, grid, mode, padding, align_corners);
 }
 
+at::Tensor plane_coords_autograd(const at::Tensor& points, at::IntArrayRef columns) {
+  refuse_dual_tensors("grid_encoder.plane_coords", {points}, "grid_encoder.sample_planes()");
+  if (!at::GradMode::is_enabled() || !points.requires_grad()) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_coords_op(points, columns);
+  }
+  return PlaneCoordsFunction::apply(points, columns);
+}
+
+at::Tensor plane_coords_backward_autograd(const at::Tensor& grad, at::IntArrayRef columns, int64_t width) {
+  refuse_dual_tensors("grid_encoder.plane_coords_backward", {grad}, "grid_encoder.sample_planes()");
+  if (!at::GradMode::is_enabled() || !grad.requires_grad()) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_coords_backward_op(grad, columns, width);
+  }
+  return PlaneCoordsBackwardFunction::apply(grad, columns, width);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
   m.impl("grid_sample_forward", &grid_sample_forward_autograd);
   m.impl("grid_sample_backward", &grid_sample_backward_autograd);
   m.impl("grid_sample_tangent", &grid_sample_tangent_autograd);
+  m.impl("plane_coords", &plane_coords_autograd);
+  m.impl("plane_coords_backward", &plane_coords_backward_autograd);
 }
 
 }  // namespace grid_encoder

@@ -1,6 +1,8 @@
 // The grid_encoder operators (declared in operators.h): argument checks, output allocation, and the phases
 // (problem.h) each runs, by name. Their autograd is in autograd.cpp, grid_sample.py and transforms.py.
 #include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -10,6 +12,10 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#ifdef GRID_ENCODER_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -18,6 +24,7 @@
 #include <vector>
 
 #include "operators.h"
+#include "plane_coords.h"
 #include "problem.h"
 
 namespace grid_encoder {
@@ -159,6 +166,45 @@ at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.op
 
 bool is_nearest(int64_t mode) { return mode == static_cast<int64_t>(Mode::Nearest); }
 
+/// Checks a plane_coords tensor's dtype and device (the grids' own: any floating dtype, CPU or CUDA).
+void check_coordinates(const char* op, const char* what, const at::Tensor& t) {
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": expected ", what, " of dtype float32, float64, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": expected ", what, " on the CPU or CUDA, got ", t.device());
+#ifndef GRID_ENCODER_WITH_CUDA
+  TORCH_CHECK(!t.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without a "
+              "visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
+#endif
+}
+
+/// The planes' columns, each checked to index one of `width` columns of points.
+PlaneColumns plane_columns(const char* op, at::IntArrayRef columns, int64_t width) {
+  TORCH_CHECK(!columns.empty() && columns.size() % 2 == 0 && columns.size() <= 2 * kMaxCoordPlanes, op,
+              ": expected a pair of column indices per plane, for 1 to ", kMaxCoordPlanes, " planes, got ",
+              columns.size(), " indices");
+  PlaneColumns picks{};
+  picks.planes = static_cast<int32_t>(columns.size() / 2);
+  for (size_t i = 0; i < columns.size(); ++i) {
+    TORCH_CHECK(columns[i] >= 0 && columns[i] < width, op, ": expected column indices in [0, ", width,
+                ") for points of ", width, " columns, got ", columns);
+    picks.column[i] = static_cast<int32_t>(columns[i]);
+  }
+  return picks;
+}
+
+/// Calls body(item) for every item in [0, items), in parallel on the CPU.
+template <typename Body>
+void cpu_for_each_item(int64_t items, const Body& body) {
+  at::parallel_for(0, items, int64_t(1) << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) body(item);
+  });
+}
+
+#ifdef GRID_ENCODER_WITH_CUDA
+cudaStream_t cuda_stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.get_device()).stream(); }
+#endif
+
 }  // namespace
 
 at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
@@ -263,6 +309,56 @@ at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
   return pb.d_grad_output;
 }
 
+at::Tensor plane_coords(const at::Tensor& points, at::IntArrayRef columns) {
+  constexpr const char* op = "grid_encoder.plane_coords";
+  TORCH_CHECK(points.dim() == 2 || points.dim() == 3, op, ": expected points of shape (P, D) or (N, P, D), got ",
+              points.sizes());
+  check_coordinates(op, "points", points);
+  const PlaneColumns picks = plane_columns(op, columns, points.size(-1));
+  const c10::DeviceGuard guard(points.device());
+  const bool batched = points.dim() == 3;
+  const int64_t count = points.size(-2);
+  std::vector<int64_t> shape{picks.planes, count, 2};
+  if (batched) shape.insert(shape.begin(), points.size(0));
+  at::Tensor coords = at::empty(shape, points.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "plane_coords", [&] {
+    const PickArgs<scalar_t> args{points.const_data_ptr<scalar_t>(), batched ? points.stride(0) : 0,
+                                  points.stride(-2), points.stride(-1), coords.data_ptr<scalar_t>(), count, picks};
+    const int64_t items = coords.numel() / 2;
+#ifdef GRID_ENCODER_WITH_CUDA
+    if (points.is_cuda()) return launch_pick_plane_coords(args, items, cuda_stream(points));
+#endif
+    cpu_for_each_item(items, [&](int64_t item) { pick_plane_coords(args, item); });
+  });
+  return coords;
+}
+
+at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns, int64_t width) {
+  constexpr const char* op = "grid_encoder.plane_coords_backward";
+  TORCH_CHECK((grad.dim() == 3 || grad.dim() == 4) && grad.size(-1) == 2, op,
+              ": expected grad of shape (K, P, 2) or (N, K, P, 2), got ", grad.sizes());
+  check_coordinates(op, "grad", grad);
+  const PlaneColumns picks = plane_columns(op, columns, width);
+  TORCH_CHECK(grad.size(-3) == picks.planes, op, ": expected grad for ", picks.planes, " planes, got shape ",
+              grad.sizes());
+  const c10::DeviceGuard guard(grad.device());
+  const bool batched = grad.dim() == 4;
+  const int64_t count = grad.size(-2);
+  std::vector<int64_t> shape{count, width};
+  if (batched) shape.insert(shape.begin(), grad.size(0));
+  at::Tensor sums = at::empty(shape, grad.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "plane_coords_backward", [&] {
+    const ColumnSumArgs<scalar_t> args{grad.const_data_ptr<scalar_t>(), batched ? grad.stride(0) : 0,
+                                       grad.stride(-3), grad.stride(-2), grad.stride(-1), sums.data_ptr<scalar_t>(),
+                                       count, width, picks};
+    const int64_t samples = sums.numel() / std::max<int64_t>(width, 1);
+#ifdef GRID_ENCODER_WITH_CUDA
+    if (grad.is_cuda()) return launch_sum_plane_columns(args, samples, cuda_stream(grad));
+#endif
+    cpu_for_each_item(samples, [&](int64_t sample) { sum_plane_columns(args, sample); });
+  });
+  return sums;
+}
 TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners, "
         "bool point_major_output=False) -> Tensor");
@@ -273,6 +369,8 @@ TORCH_LIBRARY(grid_encoder, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("grid_sample_tangent(Tensor? input_tangent, Tensor? grid_tangent, Tensor input, Tensor grid, int mode, "
         "int padding, bool align_corners) -> Tensor");
+  m.def("plane_coords(Tensor points, int[] columns) -> Tensor");
+  m.def("plane_coords_backward(Tensor grad, int[] columns, int width) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
@@ -280,6 +378,8 @@ TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
   m.impl("grid_sample_tangent", &grid_sample_tangent);
+  m.impl("plane_coords", &plane_coords);
+  m.impl("plane_coords_backward", &plane_coords_backward);
 }
 
 #ifdef GRID_ENCODER_WITH_CUDA
@@ -288,6 +388,8 @@ TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
   m.impl("grid_sample_tangent", &grid_sample_tangent);
+  m.impl("plane_coords", &plane_coords);
+  m.impl("plane_coords_backward", &plane_coords_backward);
 }
 #endif
 

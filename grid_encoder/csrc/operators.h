@@ -35,4 +35,11 @@ at::Tensor grid_sample_tangent(const std::optional<at::Tensor>& input_tangent,
                                const std::optional<at::Tensor>& grid_tangent, const at::Tensor& input,
                                const at::Tensor& grid, int64_t mode, int64_t padding, bool align_corners);
 
+/// The encoders' plane coordinates: points [(N,) P, D] read by K planes at the column pairs `columns` (2K indices:
+/// plane k's x at columns[2k], its y at columns[2k + 1]) as grids [(N,) K, P, 2], contiguous.
+at::Tensor plane_coords(const at::Tensor& points, at::IntArrayRef columns);
+
+/// plane_coords' gradient: grad [(N,) K, P, 2] summed into the `width` columns of points, [(N,) P, width].
+at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns, int64_t width);
+
 }  // namespace grid_encoder
