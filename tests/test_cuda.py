@@ -170,11 +170,7 @@ def test_binned_scatter_in_chunks_of_batch_items(mode, deterministic):
     agrees with the CPU's."""
     input = torch.randn(5, 3, 24, 20, dtype=torch.float64, device="cuda")
     grid = random_grid(5, 256, 257, dtype=torch.float64, device="cuda")
-    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
-        on_gpu = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
-    on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), mode, "zeros", True)
-    for a, b in zip(on_gpu, on_cpu):
-        assert_close(a.cpu(), b, **REORDERED_SUMS)
+    assert_gpu_matches_cpu(input, grid, mode, deterministic)
 
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
@@ -186,9 +182,14 @@ def test_binned_scatter_scans_counts_over_many_tiles(deterministic):
     input = torch.randn(1, 2, 1200, 1000, dtype=torch.float64, device="cuda")
     grid = random_grid(1, 2, 150000, dtype=torch.float64, device="cuda")
     grid[:, 0] = grid[:, 0] * 0.05 - 0.95
+    assert_gpu_matches_cpu(input, grid, "bilinear", deterministic)
+
+
+def assert_gpu_matches_cpu(input, grid, mode, deterministic):
+    """First and second order on the GPU (under deterministic algorithms or not) agree with the CPU's."""
     with deterministic_algorithms() if deterministic else contextlib.nullcontext():
-        on_gpu = first_and_second_order(grid_sample, input, grid, "bilinear", "zeros", True)
-    on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), "bilinear", "zeros", True)
+        on_gpu = first_and_second_order(grid_sample, input, grid, mode, "zeros", True)
+    on_cpu = first_and_second_order(grid_sample, input.cpu(), grid.cpu(), mode, "zeros", True)
     for a, b in zip(on_gpu, on_cpu):
         assert_close(a.cpu(), b, **REORDERED_SUMS)
 

@@ -211,15 +211,10 @@ __device__ inline int64_t block_inclusive_sum(int64_t value, int64_t* block_sum)
 constexpr int kScanPerThread = static_cast<int>(kScanTile / kThreads);  // a tile's positions per thread
 static_assert(kScanTile % kThreads == 0, "a tile of the scan is whole threads' positions");
 
-template <typename scalar_t>
-__device__ inline int64_t scan_tiles(const BinnedBuffers<scalar_t>& buffers) {
-  return (buffers.positions + kScanTile - 1) / kScanTile;
-}
-
 /// Step (2a), a block per tile: tile_sums[t] = the pairs counted for the positions of tile t.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) scan_tile_sums_kernel(const BinnedBuffers<scalar_t> buffers) {
-  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers); tile += gridDim.x) {
+  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers.positions); tile += gridDim.x) {
     int64_t sum = 0;
 #pragma unroll
     for (int i = 0; i < kScanPerThread; ++i) {
@@ -235,7 +230,7 @@ __global__ void __launch_bounds__(kThreads) scan_tile_sums_kernel(const BinnedBu
 /// Step (2b), one block: tile_sums[t] = the sum over the tiles before t (each thread takes a run of tiles).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) scan_tile_offsets_kernel(const BinnedBuffers<scalar_t> buffers) {
-  const int64_t tiles = scan_tiles(buffers), per_thread = (tiles + kThreads - 1) / kThreads;
+  const int64_t tiles = scan_tiles(buffers.positions), per_thread = (tiles + kThreads - 1) / kThreads;
   const int64_t begin = std::min<int64_t>(threadIdx.x * per_thread, tiles);
   const int64_t stop = std::min<int64_t>(begin + per_thread, tiles);
   int64_t sum = 0;
@@ -253,7 +248,7 @@ __global__ void __launch_bounds__(kThreads) scan_tile_offsets_kernel(const Binne
 /// kScanPerThread consecutive positions).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) scan_ends_kernel(const BinnedBuffers<scalar_t> buffers) {
-  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers); tile += gridDim.x) {
+  for (int64_t tile = blockIdx.x; tile < scan_tiles(buffers.positions); tile += gridDim.x) {
     const int64_t first = tile * kScanTile + int64_t(threadIdx.x) * kScanPerThread;
     int64_t running[kScanPerThread];
     int64_t sum = 0;
@@ -417,7 +412,7 @@ void launch_count_pairs(const SampleArgs<scalar_t, kDims>& args, Coefficients co
     launch_items(args.batch * args.points, launch.stream, count_pairs_kernel<scalar_t, decltype(s)>, args,
                  coefficients, buffers);
   });
-  const int64_t tiles = (buffers.positions + kScanTile - 1) / kScanTile;
+  const int64_t tiles = scan_tiles(buffers.positions);
   if (tiles == 0) return;
   const auto blocks = static_cast<unsigned>(std::min(tiles, kMaxBlocks));
   scan_tile_sums_kernel<<<blocks, kThreads, 0, launch.stream>>>(buffers);

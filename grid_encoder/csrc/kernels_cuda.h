@@ -37,6 +37,9 @@ struct alignas(2 * sizeof(T)) FiledPair {
 /// The binned scatter's scan of the counts per position takes tiles of this many positions.
 constexpr int64_t kScanTile = 4096;
 
+/// The scan's tiles for `positions` positions.
+C10_HOST_DEVICE inline int64_t scan_tiles(int64_t positions) { return (positions + kScanTile - 1) / kScanTile; }
+
 /// The binned scatter's buffers for one chunk of batch items (see binned_scatter in phases_cuda.cpp and the kernels
 /// in kernels_cuda.cuh); a pair is one tap of one sample, numbered sample * taps + tap.
 template <typename scalar_t>

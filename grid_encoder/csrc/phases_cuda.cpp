@@ -73,7 +73,7 @@ void binned_scatter(const Problem& pb, Coefficients coefficients, CudaLaunch lau
 
   BufferLayout layout;
   const int64_t count_at = layout.add<int>(chunk_items * item_positions);
-  const int64_t tile_sums_at = layout.add<int64_t>((chunk_items * item_positions + kScanTile - 1) / kScanTile);
+  const int64_t tile_sums_at = layout.add<int64_t>(scan_tiles(chunk_items * item_positions));
   const int64_t end_at = layout.add<int64_t>(chunk_items * item_positions);
   const int64_t list_at = layout.add<FiledPair<acc_t>>(chunk_items * item_pairs);
   const at::Tensor buffer = at::empty({layout.bytes}, pb.input.options().dtype(at::kByte));
