@@ -30,20 +30,20 @@ except ImportError:  # Windows: builds are not locked against each other
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 # the slowest first: ninja starts the files in the order given
 _CPU_SOURCES = ["kernels_cpu.cpp", "autograd.cpp", "operators.cpp"]
-_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "plane_coords.h", "kernels_cpu.h",
+_HEADERS = ["taps.h", "point_work.h", "problem.h", "operators.h", "encoders.h", "kernels_cpu.h",
             "kernels_cpu_avx2.h", "kernels_cuda.h", "kernels_cuda.cuh"]
 
 
 def _cuda_sources(dtypes16=False):
     """The CUDA instantiation files (instantiations/generate.py writes them) for float and double, or with
     dtypes16 for float16 and bfloat16, the slowest first (the double backward, then the scatter, as measured);
-    the main library's channels-last copy and plane coordinate kernels; the CUDA phases' host code."""
+    the main library's channels-last copy and encoder glue kernels; the CUDA phases' host code."""
     folder = os.path.join(_SOURCE_DIR, "instantiations")
     names = sorted(name for name in os.listdir(folder)
                    if name.endswith(".cu") and name.endswith(("_f16.cu", "_bf16.cu")) == dtypes16)
     names.sort(key=lambda name: (not name.startswith("double_backward"), not name.startswith("scatter")))
     return [os.path.join("instantiations", name) for name in names] + (
-        ["phases_cuda.cpp"] if dtypes16 else ["channels_last.cu", "plane_coords.cu", "phases_cuda.cpp"])
+        ["phases_cuda.cpp"] if dtypes16 else ["channels_last.cu", "encoders.cu", "phases_cuda.cpp"])
 
 
 # The libraries: the main one, "cpu" (the operators, CPU kernels for float) or "cuda" (and CUDA kernels for float

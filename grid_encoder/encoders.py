@@ -18,8 +18,10 @@ import torch
 from .grid_sample import _forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _ops
 
 _plane_coords_op = _ops.plane_coords.default
+_plane_product_op = _ops.plane_product.default
 _REDUCTIONS = ("concat", "sum", "mean", "product")
-_MAX_OPERATOR_PLANES = 128  # the operator plane_coords' limit (kMaxCoordPlanes in csrc/plane_coords.h)
+_MAX_OPERATOR_PLANES = 128  # the operator plane_coords' limit (kMaxCoordPlanes in csrc/encoders.h)
+_MAX_PRODUCT_PLANES = 16  # the operator plane_product's limit (kMaxProductPlanes in csrc/encoders.h)
 
 
 def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat", mode="bilinear",
@@ -43,17 +45,17 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     axes = _check_axes(axes, points)
     grids, batched, _ = _grids(planes, "planes", 2, len(axes), points)
     # (.., K, P, 2), contiguous: the kernels read it without a copy. The operator plane_coords, whose autograd is
-    # C++ (its gradient sums the picks of each column; the two operators are each other's derivative); plain views
-    # under torch.compile (the compiler fuses them) and forward-mode AD (which the operator leaves to them); under
-    # torch.func, a Python Function with the same gradient.
-    if _is_compiling() or _forward_ad._current_level >= 0:
-        coords = _plane_coords(points, axes)
-    elif _functorch_transforms_active() or len(axes) > _MAX_OPERATOR_PLANES:
-        grad = points.requires_grad and torch.is_grad_enabled()
-        coords = _PlaneCoords.apply(points, axes) if grad else _plane_coords(points, axes)
-    else:
+    # C++ (its gradient sums the picks of each column; the two operators are each other's derivative); under
+    # torch.func (and past the operator's 128 planes) a Python Function with the same gradient; plain views under
+    # torch.compile (the compiler fuses them) and forward-mode AD (which the operators leave to them).
+    plain = not (_is_compiling() or _forward_ad._current_level >= 0 or _functorch_transforms_active())
+    if plain and len(axes) <= _MAX_OPERATOR_PLANES:
         coords = _plane_coords_op(points, [c for pair in axes for c in pair])
-    return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
+    elif not (_is_compiling() or _forward_ad._current_level >= 0) and points.requires_grad and torch.is_grad_enabled():
+        coords = _PlaneCoords.apply(points, axes)
+    else:
+        coords = _plane_coords(points, axes)
+    return _sample("sample_planes", grids, coords, batched, reduce, mode, padding_mode, align_corners, plain)
 
 
 def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mode="zeros", align_corners=True):
@@ -74,7 +76,8 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
                          f"{_describe(points)}")
     grids, batched, count = _grids(volumes, "volumes", 3, None, points)
     coords = points.unsqueeze(-3).expand(*points.shape[:-2], count, *points.shape[-2:])  # (.., K, P, 3), a view
-    return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners)
+    plain = not (_is_compiling() or _forward_ad._current_level >= 0 or _functorch_transforms_active())
+    return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners, plain)
 
 
 def _describe(t):
@@ -177,9 +180,11 @@ class _PlaneCoords(torch.autograd.Function):
         return _plane_coords(tangent, ctx.axes)
 
 
-def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_corners):
+def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_corners, plain):
     """The grids read at coords ((N, K, P, d), or (K, P, d) unbatched; grid k at coords[..., k, :, :]) and
-    reduced: (N, P, F), or (P, F) unbatched."""
+    reduced: (N, P, F), or (P, F) unbatched. plain: outside torch.func, forward-mode AD and torch.compile, where the
+    product of grids of one size is the operator plane_product (C++ autograd, a kernel per order, where a chain of
+    multiplications is two per plane and order, on strided features), else that chain."""
     if reduce not in _REDUCTIONS:
         raise ValueError(f"{function}(): reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
     if not batched:
@@ -190,6 +195,9 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
         out = _grid_sample(inputs, coords.reshape(n * k, *[1] * (dims - 1), points, dims), mode, padding_mode,
                            align_corners, True)  # (N * K, C, 1.., P)
         planes = out.reshape(n, k, out.shape[1], points).transpose(2, 3)  # (N, K, P, C)
+        if reduce == "product" and plain and 1 < k <= _MAX_PRODUCT_PLANES:
+            result = _plane_product_op(planes)  # (N, P, C), contiguous
+            return (result if batched else result.squeeze(0)).contiguous()
         features = planes.unbind(1) if reduce != "concat" else ()
     else:
         features = []
@@ -225,3 +233,58 @@ def _plane_coords_fake(points, columns):
 @torch.library.register_fake("grid_encoder::plane_coords_backward")
 def _plane_coords_backward_fake(grad, columns, width):
     return grad.new_empty((*grad.shape[:-3], grad.shape[-2], width))
+
+
+@torch.library.register_fake("grid_encoder::plane_product")
+def _plane_product_fake(features):
+    n, _, points, channels = features.shape
+    return features.new_empty((n, points, channels))
+
+
+@torch.library.register_fake("grid_encoder::plane_product_backward")
+def _plane_product_backward_fake(grad, features):
+    return features.new_empty(features.shape)
+
+
+@torch.library.register_fake("grid_encoder::plane_product_double_backward")
+def _plane_product_double_backward_fake(grad_grad, grad, features, output_mask):
+    return (grad.new_empty(grad.shape) if output_mask[0] else grad.new_empty((0,)),
+            features.new_empty(features.shape) if output_mask[1] else grad.new_empty((0,)))
+
+
+# Autograd of plane_product and its backward is in C++ (csrc/autograd.cpp); the double backward's is here: where its
+# results are to be differentiated (third order and up), they come from the same formulas in plain operators.
+
+def _product(factors, like):
+    result = torch.ones_like(like) if not factors else factors[0]
+    for f in factors[1:]:
+        result = result * f
+    return result
+
+
+def _plane_product_double_backward_reference(grad_grad, grad, features):
+    """(d_grad, d_features): d_grad = sum_k gg_k prod_{j != k} f_j, d_features_j = grad sum_{k != j} gg_k
+    prod_{i != j, k} f_i; differentiable to any order."""
+    f, gg = features.unbind(1), grad_grad.unbind(1)
+    planes = range(len(f))
+    d_grad = sum(gg[k] * _product([f[j] for j in planes if j != k], grad) for k in planes)
+    d_features = [grad * sum((gg[k] * _product([f[i] for i in planes if i not in (j, k)], grad)
+                              for k in planes if k != j), torch.zeros_like(grad)) for j in planes]
+    return d_grad, torch.stack(d_features, 1)
+
+
+_library = torch.library.Library("grid_encoder", "IMPL")
+
+
+def _plane_product_double_backward_autograd(keyset, grad_grad, grad, features, output_mask):
+    tensors = (grad_grad, grad, features)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        d_grad, d_features = _plane_product_double_backward_reference(*tensors)
+        return (d_grad if output_mask[0] else grad.new_empty((0,)),
+                d_features if output_mask[1] else grad.new_empty((0,)))
+    return _ops.plane_product_double_backward.default.redispatch(keyset & torch._C._after_autograd_keyset, *tensors,
+                                                                 output_mask)
+
+
+_library.impl("plane_product_double_backward", _plane_product_double_backward_autograd, "Autograd",
+              with_keyset=True)

@@ -217,7 +217,7 @@ def _tangent_fake(input_tangent, grid_tangent, input, grid, mode, padding, align
 @torch.library.register_fake("grid_encoder::grid_sample_double_backward")
 def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, grid, mode, padding,
                           align_corners, output_mask):
-    d_grad_output = grad_output.new_empty(grad_output.shape) if output_mask[0] else input.new_empty((0,))
+    d_grad_output = torch.empty_like(grad_output) if output_mask[0] else input.new_empty((0,))
     d_input = torch.empty_like(input) if output_mask[1] else input.new_empty((0,))
     d_grid = grid.new_empty(grid.shape) if output_mask[2] else grid.new_empty((0,))
     return d_grad_output, d_input, d_grid

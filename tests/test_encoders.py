@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from helpers import REORDERED_SUMS, TRANSFORMED
 from grid_encoder import sample_planes, sample_volumes
-from grid_encoder.encoders import _column_sums, _plane_coords
+from grid_encoder.encoders import _column_sums, _plane_coords, _plane_product_double_backward_reference
 from grid_encoder.reference import grid_sample_reference
 
 TRIPLANE = ((0, 1), (0, 2), (1, 2))
@@ -297,15 +297,103 @@ def test_more_planes_than_the_operator_takes(device):
                  torch.autograd.grad((expected * weights).sum(), points)[0], **REORDERED_SUMS)
 
 
+def chain_product(features):
+    """The product over planes (dimension 1) as the Python chain of multiplications."""
+    result = features[:, 0]
+    for k in range(1, features.shape[1]):
+        result = result * features[:, k]
+    return result
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("planes", [2, 3, 6])
+def test_plane_product_operators_give_the_bits_of_the_chain(device, dtype, planes):
+    """plane_product and its backward multiply as the chain f_0 * f_1 * ... and its autograd do (same order, each
+    product rounded to the dtype), from strided features; the double backward matches its plain-operator twin."""
+    ops = torch.ops.grid_encoder
+    features = torch.randn(2, planes, 5, 33, device=device).to(dtype).transpose(2, 3)  # (N, K, P, C), strided
+    grad = torch.randn(2, 33, 5, device=device).to(dtype)
+    assert torch.equal(ops.plane_product(features), chain_product(features))
+    leaf = features.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(chain_product(leaf), leaf, grad)
+    d_features = ops.plane_product_backward(grad, features)
+    assert d_features.is_contiguous() and torch.equal(d_features, expected)
+    if dtype == torch.float64:
+        grad_grad = torch.randn_like(features)
+        ours = ops.plane_product_double_backward(grad_grad, grad, features, [True, True])
+        for a, b in zip(ours, _plane_product_double_backward_reference(grad_grad, grad, features)):
+            assert_close(a, b, **REORDERED_SUMS)
+        d_grad, d_features = ops.plane_product_double_backward(grad_grad, grad, features, [False, True])
+        assert d_grad.numel() == 0 and torch.equal(d_features, ours[1])
+
+
+def test_plane_product_operators_are_each_others_derivative(device):
+    """gradgradcheck of the backward runs the double backward, and differentiates it through its twin."""
+    ops = torch.ops.grid_encoder
+    features = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    grad = torch.randn(2, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.plane_product, features)
+    assert torch.autograd.gradgradcheck(ops.plane_product, features)
+    assert torch.autograd.gradgradcheck(ops.plane_product_backward, (grad, features))
+
+
+PLANE_PRODUCT_BAD_CASES = {  # name: (call on features (2, 3, 4, 5) and grad (2, 4, 5), message)
+    "features-rank": (lambda ops, f, g: ops.plane_product(f[0]), r"plane_product: expected features of shape "
+                      r"\(N, K, P, C\) with 1 to 16 planes K, got \[3, 4, 5\]"),
+    "too-many-planes": (lambda ops, f, g: ops.plane_product(f.repeat(1, 6, 1, 1)),
+                        r"with 1 to 16 planes K, got \[2, 18"),
+    "grad-shape": (lambda ops, f, g: ops.plane_product_backward(g[:, :3], f),
+                   r"plane_product_backward: expected grad of shape \[2, 4, 5\], got \[2, 3, 5\]"),
+    "grad-grad-shape": (lambda ops, f, g: ops.plane_product_double_backward(f[:, :2], g, f, [True, True]),
+                        r"expected grad_grad of shape \[2, 3, 4, 5\], got \[2, 2, 4, 5\]"),
+    "features-dtype": (lambda ops, f, g: ops.plane_product(f.long()),
+                       r"expected features of dtype float32, float64, float16 or bfloat16, got Long"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLANE_PRODUCT_BAD_CASES))
+def test_plane_product_operators_refuse_bad_arguments(device, case):
+    ops = torch.ops.grid_encoder
+    features = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device)
+    grad = torch.randn(2, 4, 5, dtype=torch.float64, device=device)
+    call, message = PLANE_PRODUCT_BAD_CASES[case]
+    with pytest.raises(RuntimeError, match=message):
+        call(ops, features, grad)
+    assert torch.equal(ops.plane_product(features), chain_product(features))
+
+
+def test_plane_product_operators_refuse_dual_tensors():
+    ops = torch.ops.grid_encoder
+    features, grad = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(features, torch.ones_like(features))
+        for call in (lambda: ops.plane_product(dual), lambda: ops.plane_product_backward(grad, dual)):
+            with pytest.raises(RuntimeError, match=r"forward-mode AD of this operator is served by "
+                                                   r"grid_encoder.sample_planes\(\)"):
+                call()
+
+
+def test_a_product_of_more_planes_than_the_operator_takes(device):
+    """17 planes: past plane_product's 16, the product is the chain of multiplications; every order as the calls."""
+    axes = [(i % 3, (i + 1) % 3) for i in range(17)]
+    planes = [1 + 0.2 * p for p in random_planes(device, [(3, 4)] * 17, 2)]  # products of 17 factors of order 1
+    points = random_points(device, 5)
+    assert_all_close(derivatives(lambda p, x: sample_planes(torch.stack(p), x, axes, "product", *SETTINGS), planes,
+                                 points),
+                     derivatives(lambda p, x: planes_by_calls(grid_sample_reference, p, x, axes, "product"), planes,
+                                 points))
+
+
 def test_encoders_on_meta_tensors_give_shapes_at_every_order():
     planes = torch.empty(3, 4, 6, 7, dtype=torch.float64, device="meta", requires_grad=True)
     points = torch.empty(2, 10, 3, dtype=torch.float64, device="meta", requires_grad=True)
-    features = sample_planes(planes[None].expand(2, 3, 4, 6, 7), points, TRIPLANE, "concat")
-    assert features.shape == (2, 10, 12) and features.device.type == "meta"
-    (normals,) = torch.autograd.grad(features.sum(), points, create_graph=True)
-    assert normals.shape == points.shape
-    grad_planes, grad_points = torch.autograd.grad(normals.square().sum(), (planes, points))
-    assert grad_planes.shape == planes.shape and grad_points.shape == points.shape
+    for reduce, width in (("concat", 12), ("product", 4)):
+        features = sample_planes(planes[None].expand(2, 3, 4, 6, 7), points, TRIPLANE, reduce)
+        assert features.shape == (2, 10, width) and features.device.type == "meta"
+        (normals,) = torch.autograd.grad(features.sum(), points, create_graph=True)
+        assert normals.shape == points.shape
+        grad_planes, grad_points = torch.autograd.grad(normals.square().sum(), (planes, points))
+        assert grad_planes.shape == planes.shape and grad_points.shape == points.shape
 
 
 BAD_CASES = {  # name: (call, error, message)

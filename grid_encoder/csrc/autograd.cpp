@@ -78,6 +78,25 @@ at::Tensor plane_coords_backward_op(const at::Tensor& grad, at::IntArrayRef colu
   return op.call(grad, columns, width);
 }
 
+at::Tensor plane_product_op(const at::Tensor& features) {
+  static const auto op = typed_op<decltype(plane_product)>("grid_encoder::plane_product");
+  return op.call(features);
+}
+
+at::Tensor plane_product_backward_op(const at::Tensor& grad, const at::Tensor& features) {
+  static const auto op = typed_op<decltype(plane_product_backward)>("grid_encoder::plane_product_backward");
+  return op.call(grad, features);
+}
+
+std::tuple<at::Tensor, at::Tensor> plane_product_double_backward_op(const at::Tensor& grad_grad,
+                                                                    const at::Tensor& grad,
+                                                                    const at::Tensor& features,
+                                                                    std::array<bool, 2> mask) {
+  static const auto op =
+      typed_op<decltype(plane_product_double_backward)>("grid_encoder::plane_product_double_backward");
+  return op.call(grad_grad, grad, features, mask);
+}
+
 /// In a backward pass without create_graph nothing records the next operator, so the call may skip its autograd
 /// kernel (for the double backward, a Python one) and go straight to the CPU or CUDA kernel.
 struct SkipAutogradUnlessRecording {
@@ -186,6 +205,43 @@ class PlaneCoordsBackwardFunction : public torch::autograd::Function<PlaneCoords
   }
 };
 
+/// The planes' product, its backward and double backward, each the derivative of the one before, as for the
+/// sampler; the double backward's own derivative is attached in Python (encoders.py).
+class PlaneProductFunction : public torch::autograd::Function<PlaneProductFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& features) {
+    ctx->save_for_backward({features});
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_product_op(features);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(1);
+    const SkipAutogradUnlessRecording skip;
+    return {plane_product_backward_op(grads[0], ctx->get_saved_variables()[0])};
+  }
+};
+
+class PlaneProductBackwardFunction : public torch::autograd::Function<PlaneProductBackwardFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& features) {
+    ctx->save_for_backward({grad, features});
+    ctx->set_materialize_grads(false);
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_product_backward_op(grad, features);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    if (!grads[0].defined() || !(mask[0] || mask[1])) return variable_list(2);
+    const variable_list saved = ctx->get_saved_variables();
+    const SkipAutogradUnlessRecording skip;
+    const auto [d_grad, d_features] = plane_product_double_backward_op(grads[0], saved[0], saved[1], mask);
+    return {if_wanted(mask[0], d_grad), if_wanted(mask[1], d_features)};
+  }
+};
+
 /// Forward-mode AD and torch.func run through grid_encoder.grid_sample(), which routes them to the Python
 /// autograd Functions (transforms.py). The C++ Functions here have no forward-mode formula: rather than drop a
 /// tangent, an operator called directly on dual tensors refuses them.
@@ -261,6 +317,24 @@ at::Tensor plane_coords_backward_autograd(const at::Tensor& grad, at::IntArrayRe
   return PlaneCoordsBackwardFunction::apply(grad, columns, width);
 }
 
+at::Tensor plane_product_autograd(const at::Tensor& features) {
+  refuse_dual_tensors("grid_encoder.plane_product", {features}, "grid_encoder.sample_planes()");
+  if (!at::GradMode::is_enabled() || !features.requires_grad()) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_product_op(features);
+  }
+  return PlaneProductFunction::apply(features);
+}
+
+at::Tensor plane_product_backward_autograd(const at::Tensor& grad, const at::Tensor& features) {
+  refuse_dual_tensors("grid_encoder.plane_product_backward", {grad, features}, "grid_encoder.sample_planes()");
+  if (!at::GradMode::is_enabled() || !(grad.requires_grad() || features.requires_grad())) {  // nothing to record
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return plane_product_backward_op(grad, features);
+  }
+  return PlaneProductBackwardFunction::apply(grad, features);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
@@ -269,6 +343,8 @@ TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
   m.impl("grid_sample_tangent", &grid_sample_tangent_autograd);
   m.impl("plane_coords", &plane_coords_autograd);
   m.impl("plane_coords_backward", &plane_coords_backward_autograd);
+  m.impl("plane_product", &plane_product_autograd);
+  m.impl("plane_product_backward", &plane_product_backward_autograd);
 }
 
 }  // namespace grid_encoder

@@ -1,6 +1,6 @@
-// The CUDA kernels of the encoders' plane coordinates (plane_coords.h): one thread per item, grid-stride.
+// The CUDA kernels of the encoders' glue (encoders.h): one thread per item, grid-stride.
+#include "encoders.h"
 #include "kernels_cuda.cuh"
-#include "plane_coords.h"
 
 namespace grid_encoder {
 namespace {
@@ -16,6 +16,14 @@ __global__ void __launch_bounds__(kThreads) sum_plane_columns_kernel(const Colum
   for_each_item(samples, [&](int64_t sample) { sum_plane_columns(a, sample); });
 }
 
+template <typename scalar_t, ProductStep kStep>
+__global__ void __launch_bounds__(kThreads) product_kernel(const ProductArgs<scalar_t> a, int64_t elements) {
+  for_each_item(elements, [&](int64_t e) {
+    const int64_t row = e / a.channels;
+    product_step_element(a, kStep, FeatureElement{row / a.points, row % a.points, e % a.channels});
+  });
+}
+
 }  // namespace
 
 template <typename scalar_t>
@@ -28,13 +36,29 @@ void launch_sum_plane_columns(const ColumnSumArgs<scalar_t>& a, int64_t samples,
   launch_items(samples, stream, sum_plane_columns_kernel<scalar_t>, a, samples);
 }
 
+template <typename scalar_t>
+void launch_product(const ProductArgs<scalar_t>& a, ProductStep step, cudaStream_t stream) {
+  const int64_t elements = a.batch * a.points * a.channels;
+  if (step == ProductStep::Forward) {
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Forward>, a, elements);
+  } else if (step == ProductStep::Backward) {
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Backward>, a, elements);
+  } else {
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::DoubleBackward>, a, elements);
+  }
+}
+
 template void launch_pick_plane_coords<float>(const PickArgs<float>&, int64_t, cudaStream_t);
 template void launch_sum_plane_columns<float>(const ColumnSumArgs<float>&, int64_t, cudaStream_t);
+template void launch_product<float>(const ProductArgs<float>&, ProductStep, cudaStream_t);
 template void launch_pick_plane_coords<double>(const PickArgs<double>&, int64_t, cudaStream_t);
 template void launch_sum_plane_columns<double>(const ColumnSumArgs<double>&, int64_t, cudaStream_t);
+template void launch_product<double>(const ProductArgs<double>&, ProductStep, cudaStream_t);
 template void launch_pick_plane_coords<c10::Half>(const PickArgs<c10::Half>&, int64_t, cudaStream_t);
 template void launch_sum_plane_columns<c10::Half>(const ColumnSumArgs<c10::Half>&, int64_t, cudaStream_t);
+template void launch_product<c10::Half>(const ProductArgs<c10::Half>&, ProductStep, cudaStream_t);
 template void launch_pick_plane_coords<c10::BFloat16>(const PickArgs<c10::BFloat16>&, int64_t, cudaStream_t);
 template void launch_sum_plane_columns<c10::BFloat16>(const ColumnSumArgs<c10::BFloat16>&, int64_t, cudaStream_t);
+template void launch_product<c10::BFloat16>(const ProductArgs<c10::BFloat16>&, ProductStep, cudaStream_t);
 
 }  // namespace grid_encoder

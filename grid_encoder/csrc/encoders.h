@@ -1,12 +1,15 @@
-// The encoders' plane coordinates (sample_planes in encoders.py), per item, for the CPU loop (operators.cpp) and the
-// CUDA kernels (plane_coords.cu): K planes read points [N, P, D] at the column pairs (a_k, b_k), so their grids are
-// coords[n, k, p] = (points[n, p, a_k], points[n, p, b_k]); the gradient of points sums, for each column, the
-// gradients of the coordinates picked from it. Both are linear, each the other's derivative.
+// The encoders' glue around the samplers (encoders.py), per item, for the CPU loops (operators.cpp) and the CUDA
+// kernels (encoders.cu):
+// - plane coordinates: K planes read points [N, P, D] at the column pairs (a_k, b_k), so their grids are
+//   coords[n, k, p] = (points[n, p, a_k], points[n, p, b_k]); the gradient of points sums, for each column, the
+//   gradients of the coordinates picked from it. Both are linear, each the other's derivative.
+// - the planes' product (K-Planes' Hadamard product of the K planes' features) and its first and second derivatives.
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #ifdef GRID_ENCODER_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -73,13 +76,114 @@ C10_HOST_DEVICE inline void sum_plane_columns(const ColumnSumArgs<scalar_t>& a, 
   }
 }
 
+/// The most planes one product operator call takes: each thread keeps their partial products.
+constexpr int kMaxProductPlanes = 16;
+
+/// A tensor [N, K, P, C] of the planes' features, or [N, P, C] with stride_k unused.
+template <typename T>
+struct FeatureView {
+  T* data = nullptr;
+  int64_t stride_n = 0, stride_k = 0, stride_p = 0, stride_c = 0;
+  C10_HOST_DEVICE T& at(int64_t n, int64_t k, int64_t p, int64_t c) const {
+    return data[n * stride_n + k * stride_k + p * stride_p + c * stride_c];
+  }
+};
+
+/// The product's tensors, each present only where its operator uses it.
+template <typename scalar_t>
+struct ProductArgs {
+  FeatureView<const scalar_t> features;   // [N, K, P, C]
+  FeatureView<const scalar_t> grad;       // [N, P, C]: the product's gradient
+  FeatureView<const scalar_t> grad_grad;  // [N, K, P, C]: the gradient of the backward's result
+  FeatureView<scalar_t> product;          // [N, P, C]
+  FeatureView<scalar_t> d_features;       // [N, K, P, C]
+  FeatureView<scalar_t> d_grad;           // [N, P, C]
+  int64_t batch = 0, points = 0, channels = 0;
+  int planes = 0;
+};
+
+/// Which of the product's element functions below a loop runs.
+enum class ProductStep { Forward, Backward, DoubleBackward };
+
+/// An element (n, p, c) of [N, P, C].
+struct FeatureElement {
+  int64_t n, p, c;
+};
+
+/// product = f_0 * f_1 * ... * f_{K-1}, multiplied left to right, each product rounded to scalar_t (as a chain of
+/// tensor multiplications rounds it).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void product_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
+  scalar_t product = a.features.at(x.n, 0, x.p, x.c);
+  for (int k = 1; k < a.planes; ++k) product = static_cast<scalar_t>(product * a.features.at(x.n, k, x.p, x.c));
+  a.product.at(x.n, 0, x.p, x.c) = product;
+}
+
+/// d_features_k = grad * prod_{j != k} f_j, with the chain's own multiplications: walking back from grad, plane k's
+/// gradient is the running gradient times the product of the planes before it, and the running gradient takes
+/// plane k's factor (so the results have the chain's bits).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void product_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
+  scalar_t before[kMaxProductPlanes];  // before[k] = f_0 * ... * f_k
+  before[0] = a.features.at(x.n, 0, x.p, x.c);
+  for (int k = 1; k < a.planes; ++k) {
+    before[k] = static_cast<scalar_t>(before[k - 1] * a.features.at(x.n, k, x.p, x.c));
+  }
+  scalar_t running = a.grad.at(x.n, 0, x.p, x.c);
+  for (int k = a.planes - 1; k >= 1; --k) {
+    a.d_features.at(x.n, k, x.p, x.c) = static_cast<scalar_t>(running * before[k - 1]);
+    running = static_cast<scalar_t>(running * a.features.at(x.n, k, x.p, x.c));
+  }
+  a.d_features.at(x.n, 0, x.p, x.c) = running;
+}
+
+/// The backward's vector-Jacobian product with grad_grad (gg), whichever of d_grad and d_features is present:
+/// d_grad = sum_k gg_k prod_{j != k} f_j and d_features_j = grad sum_{k != j} gg_k prod_{i != j, k} f_i. For each j,
+/// one pass over the other planes carries prod_{i != j} f_i and its derivative along gg (computed in float for the
+/// 16-bit dtypes).
+template <typename scalar_t>
+C10_HOST_DEVICE inline void product_double_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
+  using T = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+  T f[kMaxProductPlanes], gg[kMaxProductPlanes];
+  for (int k = 0; k < a.planes; ++k) {
+    f[k] = static_cast<T>(a.features.at(x.n, k, x.p, x.c));
+    gg[k] = static_cast<T>(a.grad_grad.at(x.n, k, x.p, x.c));
+  }
+  const T grad = static_cast<T>(a.grad.at(x.n, 0, x.p, x.c));
+  T d_grad = 0;
+  for (int j = 0; j < a.planes; ++j) {
+    T others = 1, along_gg = 0;  // prod_{i != j} f_i and sum_{k != j} gg_k prod_{i != j, k} f_i
+    for (int i = 0; i < a.planes; ++i) {
+      if (i == j) continue;
+      along_gg = along_gg * f[i] + others * gg[i];
+      others *= f[i];
+    }
+    d_grad += gg[j] * others;
+    if (a.d_features.data != nullptr) a.d_features.at(x.n, j, x.p, x.c) = static_cast<scalar_t>(grad * along_gg);
+  }
+  if (a.d_grad.data != nullptr) a.d_grad.at(x.n, 0, x.p, x.c) = static_cast<scalar_t>(d_grad);
+}
+
+/// Runs the step's element function on element x.
+template <typename scalar_t>
+C10_HOST_DEVICE inline void product_step_element(const ProductArgs<scalar_t>& a, ProductStep step, FeatureElement x) {
+  if (step == ProductStep::Forward) {
+    product_element(a, x);
+  } else if (step == ProductStep::Backward) {
+    product_backward_element(a, x);
+  } else {
+    product_double_backward_element(a, x);
+  }
+}
+
 #ifdef GRID_ENCODER_WITH_CUDA
-/// One thread per item (plane_coords.cu).
+/// The launchers of encoders.cu: one thread per item, sample or element.
 template <typename scalar_t>
 void launch_pick_plane_coords(const PickArgs<scalar_t>& a, int64_t items, cudaStream_t stream);
-/// One thread per sample (plane_coords.cu).
 template <typename scalar_t>
 void launch_sum_plane_columns(const ColumnSumArgs<scalar_t>& a, int64_t samples, cudaStream_t stream);
+template <typename scalar_t>
+void launch_product(const ProductArgs<scalar_t>& a, ProductStep step, cudaStream_t stream);
 #endif
 
 }  // namespace grid_encoder

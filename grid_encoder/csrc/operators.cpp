@@ -23,8 +23,8 @@
 #include <tuple>
 #include <vector>
 
+#include "encoders.h"
 #include "operators.h"
-#include "plane_coords.h"
 #include "problem.h"
 
 namespace grid_encoder {
@@ -166,8 +166,8 @@ at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.op
 
 bool is_nearest(int64_t mode) { return mode == static_cast<int64_t>(Mode::Nearest); }
 
-/// Checks a plane_coords tensor's dtype and device (the grids' own: any floating dtype, CPU or CUDA).
-void check_coordinates(const char* op, const char* what, const at::Tensor& t) {
+/// Checks an encoder operator's tensor's dtype and device (the grids' own: any floating dtype, CPU or CUDA).
+void check_encoder_tensor(const char* op, const char* what, const at::Tensor& t) {
   const auto dtype = t.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": expected ", what, " of dtype float32, float64, float16 or bfloat16, got ", dtype);
@@ -193,10 +193,12 @@ PlaneColumns plane_columns(const char* op, at::IntArrayRef columns, int64_t widt
   return picks;
 }
 
-/// Calls body(item) for every item in [0, items), in parallel on the CPU.
+/// Calls body(item) for every item in [0, items), in parallel on the CPU, about 2^14 elements (items times their
+/// elements_per_item) per task.
 template <typename Body>
-void cpu_for_each_item(int64_t items, const Body& body) {
-  at::parallel_for(0, items, int64_t(1) << 14, [&](int64_t begin, int64_t end) {
+void cpu_for_each_item(int64_t items, int64_t elements_per_item, const Body& body) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, elements_per_item));
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) body(item);
   });
 }
@@ -204,6 +206,57 @@ void cpu_for_each_item(int64_t items, const Body& body) {
 #ifdef GRID_ENCODER_WITH_CUDA
 cudaStream_t cuda_stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.get_device()).stream(); }
 #endif
+
+/// t ([N, K, P, C], or [N, P, C]) as a FeatureView; empty if t is undefined.
+template <typename T>
+FeatureView<T> feature_view(const at::Tensor& t) {
+  FeatureView<T> view;
+  if (!t.defined()) return view;
+  view.data = static_cast<T*>(t.data_ptr());
+  view.stride_n = t.stride(0);
+  view.stride_k = t.dim() == 4 ? t.stride(1) : 0;
+  view.stride_p = t.stride(-2);
+  view.stride_c = t.stride(-1);
+  return view;
+}
+
+/// Checks the planes' features [N, K, P, C] of a product operator: 1 to kMaxProductPlanes planes.
+void check_features(const char* op, const at::Tensor& features) {
+  TORCH_CHECK(features.dim() == 4 && features.size(1) >= 1 && features.size(1) <= kMaxProductPlanes, op,
+              ": expected features of shape (N, K, P, C) with 1 to ", kMaxProductPlanes, " planes K, got ",
+              features.sizes());
+  check_encoder_tensor(op, "features", features);
+}
+
+/// Checks that t (named `what`) has the shape [N, P, C] of one plane's features, and their dtype and device.
+void check_plane_shaped(const char* op, const char* what, const at::Tensor& t, const at::Tensor& features) {
+  const std::array<int64_t, 3> shape{features.size(0), features.size(2), features.size(3)};
+  check_like(op, what, t, shape, features);
+}
+
+/// Runs the product's `step` over the elements of [N, P, C] (on the CPU, a row of channels at a time).
+template <typename scalar_t>
+void run_product(const at::Tensor& features, const ProductArgs<scalar_t>& args, ProductStep step) {
+#ifdef GRID_ENCODER_WITH_CUDA
+  if (features.is_cuda()) return launch_product(args, step, cuda_stream(features));
+#endif
+  cpu_for_each_item(args.batch * args.points, args.channels * args.planes, [&](int64_t row) {
+    const int64_t n = row / args.points, p = row % args.points;
+    for (int64_t c = 0; c < args.channels; ++c) product_step_element(args, step, FeatureElement{n, p, c});
+  });
+}
+
+/// The product's arguments for features [N, K, P, C], with the tensors each step reads and writes.
+template <typename scalar_t>
+ProductArgs<scalar_t> product_args(const at::Tensor& features) {
+  ProductArgs<scalar_t> args;
+  args.features = feature_view<const scalar_t>(features);
+  args.batch = features.size(0);
+  args.planes = static_cast<int>(features.size(1));
+  args.points = features.size(2);
+  args.channels = features.size(3);
+  return args;
+}
 
 }  // namespace
 
@@ -269,7 +322,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grid_sample_double_backward(
   if (has_ggg) pb.grad_grad_grid = grad_grad_grid->contiguous();
 
   at::Tensor d_grad_output = not_requested(input), d_input = not_requested(input), d_grid = not_requested(grid);
-  if (computes_d_grad_output) pb.d_grad_output = d_grad_output = at::empty(grad_output.sizes(), input.options());
+  // d_grad_output in grad_output's layout: a point-major gradient (the encoders') gets a point-major one back
+  if (computes_d_grad_output) pb.d_grad_output = d_grad_output = at::empty_like(pb.grad_output);
   else if (output_mask[0]) d_grad_output = at::zeros(grad_output.sizes(), input.options());
   if (computes_d_grid) pb.d_grid = d_grid = at::empty_like(pb.grid);
   else if (output_mask[2]) d_grid = at::zeros_like(pb.grid);
@@ -313,7 +367,7 @@ at::Tensor plane_coords(const at::Tensor& points, at::IntArrayRef columns) {
   constexpr const char* op = "grid_encoder.plane_coords";
   TORCH_CHECK(points.dim() == 2 || points.dim() == 3, op, ": expected points of shape (P, D) or (N, P, D), got ",
               points.sizes());
-  check_coordinates(op, "points", points);
+  check_encoder_tensor(op, "points", points);
   const PlaneColumns picks = plane_columns(op, columns, points.size(-1));
   const c10::DeviceGuard guard(points.device());
   const bool batched = points.dim() == 3;
@@ -328,7 +382,7 @@ at::Tensor plane_coords(const at::Tensor& points, at::IntArrayRef columns) {
 #ifdef GRID_ENCODER_WITH_CUDA
     if (points.is_cuda()) return launch_pick_plane_coords(args, items, cuda_stream(points));
 #endif
-    cpu_for_each_item(items, [&](int64_t item) { pick_plane_coords(args, item); });
+    cpu_for_each_item(items, 1, [&](int64_t item) { pick_plane_coords(args, item); });
   });
   return coords;
 }
@@ -337,7 +391,7 @@ at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns
   constexpr const char* op = "grid_encoder.plane_coords_backward";
   TORCH_CHECK((grad.dim() == 3 || grad.dim() == 4) && grad.size(-1) == 2, op,
               ": expected grad of shape (K, P, 2) or (N, K, P, 2), got ", grad.sizes());
-  check_coordinates(op, "grad", grad);
+  check_encoder_tensor(op, "grad", grad);
   const PlaneColumns picks = plane_columns(op, columns, width);
   TORCH_CHECK(grad.size(-3) == picks.planes, op, ": expected grad for ", picks.planes, " planes, got shape ",
               grad.sizes());
@@ -355,10 +409,61 @@ at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns
 #ifdef GRID_ENCODER_WITH_CUDA
     if (grad.is_cuda()) return launch_sum_plane_columns(args, samples, cuda_stream(grad));
 #endif
-    cpu_for_each_item(samples, [&](int64_t sample) { sum_plane_columns(args, sample); });
+    cpu_for_each_item(samples, width, [&](int64_t sample) { sum_plane_columns(args, sample); });
   });
   return sums;
 }
+at::Tensor plane_product(const at::Tensor& features) {
+  constexpr const char* op = "grid_encoder.plane_product";
+  check_features(op, features);
+  const c10::DeviceGuard guard(features.device());
+  at::Tensor product = at::empty({features.size(0), features.size(2), features.size(3)}, features.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "plane_product", [&] {
+    auto args = product_args<scalar_t>(features);
+    args.product = feature_view<scalar_t>(product);
+    run_product(features, args, ProductStep::Forward);
+  });
+  return product;
+}
+
+at::Tensor plane_product_backward(const at::Tensor& grad, const at::Tensor& features) {
+  constexpr const char* op = "grid_encoder.plane_product_backward";
+  check_features(op, features);
+  check_plane_shaped(op, "grad", grad, features);
+  const c10::DeviceGuard guard(features.device());
+  at::Tensor d_features = at::empty(features.sizes(), features.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "plane_product_backward", [&] {
+    auto args = product_args<scalar_t>(features);
+    args.grad = feature_view<const scalar_t>(grad);
+    args.d_features = feature_view<scalar_t>(d_features);
+    run_product(features, args, ProductStep::Backward);
+  });
+  return d_features;
+}
+
+std::tuple<at::Tensor, at::Tensor> plane_product_double_backward(const at::Tensor& grad_grad, const at::Tensor& grad,
+                                                                 const at::Tensor& features,
+                                                                 std::array<bool, 2> output_mask) {
+  constexpr const char* op = "grid_encoder.plane_product_double_backward";
+  check_features(op, features);
+  check_plane_shaped(op, "grad", grad, features);
+  check_like(op, "grad_grad", grad_grad, features.sizes(), features);
+  const c10::DeviceGuard guard(features.device());
+  at::Tensor d_grad = output_mask[0] ? at::empty(grad.sizes(), grad.options()) : not_requested(grad);
+  at::Tensor d_features = output_mask[1] ? at::empty(features.sizes(), features.options()) : not_requested(grad);
+  if (!output_mask[0] && !output_mask[1]) return {d_grad, d_features};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "plane_product_double_backward",
+                                  [&] {
+    auto args = product_args<scalar_t>(features);
+    args.grad = feature_view<const scalar_t>(grad);
+    args.grad_grad = feature_view<const scalar_t>(grad_grad);
+    if (output_mask[0]) args.d_grad = feature_view<scalar_t>(d_grad);
+    if (output_mask[1]) args.d_features = feature_view<scalar_t>(d_features);
+    run_product(features, args, ProductStep::DoubleBackward);
+  });
+  return {d_grad, d_features};
+}
+
 TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners, "
         "bool point_major_output=False) -> Tensor");
@@ -371,6 +476,10 @@ TORCH_LIBRARY(grid_encoder, m) {
         "int padding, bool align_corners) -> Tensor");
   m.def("plane_coords(Tensor points, int[] columns) -> Tensor");
   m.def("plane_coords_backward(Tensor grad, int[] columns, int width) -> Tensor");
+  m.def("plane_product(Tensor features) -> Tensor");
+  m.def("plane_product_backward(Tensor grad, Tensor features) -> Tensor");
+  m.def("plane_product_double_backward(Tensor grad_grad, Tensor grad, Tensor features, bool[2] output_mask) "
+        "-> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
@@ -380,6 +489,9 @@ TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
   m.impl("grid_sample_tangent", &grid_sample_tangent);
   m.impl("plane_coords", &plane_coords);
   m.impl("plane_coords_backward", &plane_coords_backward);
+  m.impl("plane_product", &plane_product);
+  m.impl("plane_product_backward", &plane_product_backward);
+  m.impl("plane_product_double_backward", &plane_product_double_backward);
 }
 
 #ifdef GRID_ENCODER_WITH_CUDA
@@ -390,6 +502,9 @@ TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
   m.impl("grid_sample_tangent", &grid_sample_tangent);
   m.impl("plane_coords", &plane_coords);
   m.impl("plane_coords_backward", &plane_coords_backward);
+  m.impl("plane_product", &plane_product);
+  m.impl("plane_product_backward", &plane_product_backward);
+  m.impl("plane_product_double_backward", &plane_product_double_backward);
 }
 #endif
 

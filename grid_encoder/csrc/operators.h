@@ -42,4 +42,17 @@ at::Tensor plane_coords(const at::Tensor& points, at::IntArrayRef columns);
 /// plane_coords' gradient: grad [(N,) K, P, 2] summed into the `width` columns of points, [(N,) P, width].
 at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns, int64_t width);
 
+/// The planes' product (K-Planes' Hadamard product): features [N, K, P, C], any strides, multiplied over K into
+/// [N, P, C], contiguous.
+at::Tensor plane_product(const at::Tensor& features);
+
+/// plane_product's gradient with respect to features: grad [N, P, C] -> d_features [N, K, P, C], contiguous.
+at::Tensor plane_product_backward(const at::Tensor& grad, const at::Tensor& features);
+
+/// (d_grad, d_features): the vector-Jacobian product of plane_product_backward with grad_grad [N, K, P, C], each only
+/// where output_mask asks for it.
+std::tuple<at::Tensor, at::Tensor> plane_product_double_backward(const at::Tensor& grad_grad, const at::Tensor& grad,
+                                                                 const at::Tensor& features,
+                                                                 std::array<bool, 2> output_mask);
+
 }  // namespace grid_encoder
