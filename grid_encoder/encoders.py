@@ -21,7 +21,7 @@ _plane_coords_op = _ops.plane_coords.default
 _plane_product_op = _ops.plane_product.default
 _REDUCTIONS = ("concat", "sum", "mean", "product")
 _MAX_OPERATOR_PLANES = 128  # the operator plane_coords' limit (kMaxCoordPlanes in csrc/encoders.h)
-_MAX_PRODUCT_PLANES = 16  # the operator plane_product's limit (kMaxProductPlanes in csrc/encoders.h)
+_MAX_PRODUCT_PLANES = 8  # the operator plane_product's limit (kMaxProductPlanes in csrc/encoders.h)
 
 
 def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat", mode="bilinear",

@@ -19,8 +19,8 @@ __global__ void __launch_bounds__(kThreads) sum_plane_columns_kernel(const Colum
 template <typename scalar_t, ProductStep kStep>
 __global__ void __launch_bounds__(kThreads) product_kernel(const ProductArgs<scalar_t> a, int64_t elements) {
   for_each_item(elements, [&](int64_t e) {
-    const int64_t row = e / a.channels;
-    product_step_element(a, kStep, FeatureElement{row / a.points, row % a.points, e % a.channels});
+    const int64_t row = e / a.channels, n = row / a.points;  // two divisions, where three would do it directly
+    product_step_element(a, kStep, FeatureElement{n, row - n * a.points, e - row * a.channels});
   });
 }
 

@@ -76,8 +76,9 @@ C10_HOST_DEVICE inline void sum_plane_columns(const ColumnSumArgs<scalar_t>& a, 
   }
 }
 
-/// The most planes one product operator call takes: each thread keeps their partial products.
-constexpr int kMaxProductPlanes = 16;
+/// The most planes one product operator call takes: each thread keeps their features in registers, its loops
+/// unrolled to this many planes.
+constexpr int kMaxProductPlanes = 8;
 
 /// A tensor [N, K, P, C] of the planes' features, or [N, P, C] with stride_k unused.
 template <typename T>
@@ -115,7 +116,10 @@ struct FeatureElement {
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
   scalar_t product = a.features.at(x.n, 0, x.p, x.c);
-  for (int k = 1; k < a.planes; ++k) product = static_cast<scalar_t>(product * a.features.at(x.n, k, x.p, x.c));
+#pragma unroll
+  for (int k = 1; k < kMaxProductPlanes; ++k) {
+    if (k < a.planes) product = static_cast<scalar_t>(product * a.features.at(x.n, k, x.p, x.c));
+  }
   a.product.at(x.n, 0, x.p, x.c) = product;
 }
 
@@ -124,15 +128,19 @@ C10_HOST_DEVICE inline void product_element(const ProductArgs<scalar_t>& a, Feat
 /// plane k's factor (so the results have the chain's bits).
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
-  scalar_t before[kMaxProductPlanes];  // before[k] = f_0 * ... * f_k
-  before[0] = a.features.at(x.n, 0, x.p, x.c);
-  for (int k = 1; k < a.planes; ++k) {
-    before[k] = static_cast<scalar_t>(before[k - 1] * a.features.at(x.n, k, x.p, x.c));
+  scalar_t factor[kMaxProductPlanes], before[kMaxProductPlanes];  // before[k] = f_0 * ... * f_k
+#pragma unroll
+  for (int k = 0; k < kMaxProductPlanes; ++k) {
+    if (k >= a.planes) continue;
+    factor[k] = a.features.at(x.n, k, x.p, x.c);
+    before[k] = k == 0 ? factor[0] : static_cast<scalar_t>(before[k - 1] * factor[k]);
   }
   scalar_t running = a.grad.at(x.n, 0, x.p, x.c);
-  for (int k = a.planes - 1; k >= 1; --k) {
+#pragma unroll
+  for (int k = kMaxProductPlanes - 1; k >= 1; --k) {
+    if (k >= a.planes) continue;
     a.d_features.at(x.n, k, x.p, x.c) = static_cast<scalar_t>(running * before[k - 1]);
-    running = static_cast<scalar_t>(running * a.features.at(x.n, k, x.p, x.c));
+    running = static_cast<scalar_t>(running * factor[k]);
   }
   a.d_features.at(x.n, 0, x.p, x.c) = running;
 }
@@ -145,16 +153,21 @@ template <typename scalar_t>
 C10_HOST_DEVICE inline void product_double_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
   using T = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
   T f[kMaxProductPlanes], gg[kMaxProductPlanes];
-  for (int k = 0; k < a.planes; ++k) {
+#pragma unroll
+  for (int k = 0; k < kMaxProductPlanes; ++k) {
+    if (k >= a.planes) continue;
     f[k] = static_cast<T>(a.features.at(x.n, k, x.p, x.c));
     gg[k] = static_cast<T>(a.grad_grad.at(x.n, k, x.p, x.c));
   }
   const T grad = static_cast<T>(a.grad.at(x.n, 0, x.p, x.c));
   T d_grad = 0;
-  for (int j = 0; j < a.planes; ++j) {
+#pragma unroll
+  for (int j = 0; j < kMaxProductPlanes; ++j) {
+    if (j >= a.planes) continue;
     T others = 1, along_gg = 0;  // prod_{i != j} f_i and sum_{k != j} gg_k prod_{i != j, k} f_i
-    for (int i = 0; i < a.planes; ++i) {
-      if (i == j) continue;
+#pragma unroll
+    for (int i = 0; i < kMaxProductPlanes; ++i) {
+      if (i == j || i >= a.planes) continue;
       along_gg = along_gg * f[i] + others * gg[i];
       others *= f[i];
     }
