@@ -10,8 +10,9 @@ glue around the calls is chosen to stay cheap at every order: the planes' coordi
 (plane_coords, with C++ autograd: its gradient sums each column's picks in one kernel, where indexing's would be a
 sorted scatter and a Python composite a dozen small operators a step), the calls write point-major outputs (each
 grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or multiplied
-without one), and K-Planes' product is a chain of multiplications (torch.prod's gradient divides, and checks for zeros
-on the host).
+without one), and K-Planes' product over grids of one size is one operator as well (plane_product, a kernel for each
+of its first three orders; torch.prod's gradient divides, and checks for zeros on the host), over others a chain of
+multiplications.
 """
 import torch
 
@@ -48,10 +49,11 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     # C++ (its gradient sums the picks of each column; the two operators are each other's derivative); under
     # torch.func (and past the operator's 128 planes) a Python Function with the same gradient; plain views under
     # torch.compile (the compiler fuses them) and forward-mode AD (which the operators leave to them).
-    plain = not (_is_compiling() or _forward_ad._current_level >= 0 or _functorch_transforms_active())
+    traced_or_dual = _is_compiling() or _forward_ad._current_level >= 0
+    plain = not (traced_or_dual or _functorch_transforms_active())
     if plain and len(axes) <= _MAX_OPERATOR_PLANES:
         coords = _plane_coords_op(points, [c for pair in axes for c in pair])
-    elif not (_is_compiling() or _forward_ad._current_level >= 0) and points.requires_grad and torch.is_grad_enabled():
+    elif not traced_or_dual and points.requires_grad and torch.is_grad_enabled():
         coords = _PlaneCoords.apply(points, axes)
     else:
         coords = _plane_coords(points, axes)

@@ -384,6 +384,18 @@ def test_a_product_of_more_planes_than_the_operator_takes(device):
                                  points))
 
 
+def test_encoders_under_no_grad_and_inference_mode(device):
+    """Without recording (the operators' autograd kernels go straight to the kernels), the same features."""
+    planes = torch.randn(3, 4, 6, 7, dtype=torch.float64, device=device, requires_grad=True)
+    points = random_points(device, 10).requires_grad_()
+    for reduce in REDUCTIONS:
+        expected = sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS)
+        with torch.no_grad():
+            assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
+        with torch.inference_mode():
+            assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
+
+
 def test_encoders_on_meta_tensors_give_shapes_at_every_order():
     planes = torch.empty(3, 4, 6, 7, dtype=torch.float64, device="meta", requires_grad=True)
     points = torch.empty(2, 10, 3, dtype=torch.float64, device="meta", requires_grad=True)

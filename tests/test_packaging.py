@@ -43,6 +43,23 @@ def test_opcheck(device, mode, dims):
                               test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 
 
+def test_opcheck_encoder_operators(device):
+    """The encoders' glue operators: plane coordinates and the planes' product, every order."""
+    points = torch.randn(2, 7, 4, dtype=torch.float64, device=device, requires_grad=True)
+    columns = [0, 1, 0, 2, 3, 3]
+    grad = torch.randn(2, 3, 7, 2, dtype=torch.float64, device=device, requires_grad=True)
+    torch.library.opcheck(ops.plane_coords.default, (points, columns))
+    torch.library.opcheck(ops.plane_coords_backward.default, (grad, columns, 4))
+    features = torch.randn(2, 3, 5, 7, dtype=torch.float64, device=device).transpose(2, 3).requires_grad_()
+    product_grad = torch.randn(2, 7, 5, dtype=torch.float64, device=device, requires_grad=True)
+    torch.library.opcheck(ops.plane_product.default, (features,))
+    torch.library.opcheck(ops.plane_product_backward.default, (product_grad, features))
+    grad_grad = torch.randn(2, 3, 7, 5, dtype=torch.float64, device=device)
+    for mask in ([True, True], [True, False], [False, True]):
+        torch.library.opcheck(ops.plane_product_double_backward.default,
+                              (grad_grad, product_grad.detach(), features.detach(), mask))
+
+
 class Triplane(torch.nn.Module):
     def __init__(self, channels=8, resolution=16):
         super().__init__()

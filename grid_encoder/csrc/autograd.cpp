@@ -1,7 +1,9 @@
 // Autograd for the forward and backward operators, in C++ so that a training step pays no Python per operator:
 // forward -> backward -> double backward, each the derivative of the one before. The double backward's own
 // derivative (third and higher orders) is attached in Python, as the vector-Jacobian product of its pure-PyTorch
-// twin (grid_sample.py). torch.func and forward-mode AD take the Python Functions of transforms.py instead.
+// twin (grid_sample.py). torch.func and forward-mode AD take the Python Functions of transforms.py instead. The
+// encoders' glue operators chain the same way: plane_coords <-> plane_coords_backward (linear, each the other's
+// derivative), and plane_product -> its backward -> its double backward, whose own derivative is in encoders.py.
 //
 // Gradients nobody asked for are neither requested from the kernels nor computed: ctx->needs_input_grad asks the
 // running backward pass which inputs it will use, so torch.autograd.grad(output, grid, create_graph=True), the

@@ -1,5 +1,6 @@
 // The grid_encoder operators (declared in operators.h): argument checks, output allocation, and the phases
-// (problem.h) each runs, by name. Their autograd is in autograd.cpp, grid_sample.py and transforms.py.
+// (problem.h) each runs, by name; for the encoders' glue operators, loops over the element functions of encoders.h.
+// Their autograd is in autograd.cpp, grid_sample.py, encoders.py and transforms.py.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
