@@ -141,6 +141,17 @@ def test_batched_planes(device):
                                       for n in range(2)]), **REORDERED_SUMS)
 
 
+def test_batched_product_at_every_order(device):
+    """Batched planes (N, K, C, H, W): K-Planes' product over each item's planes (the product operator, on features
+    whose items interleave point by point) at every order, as per-item calls."""
+    planes = torch.randn(2, 3, 4, 6, 7, dtype=torch.float64, device=device)
+    points = torch.rand(2, 10, 3, dtype=torch.float64, device=device) * 2.2 - 1.1
+    ours = derivatives(lambda g, x: sample_planes(g[0], x, TRIPLANE, "product", *SETTINGS), [planes], points)
+    theirs = derivatives(lambda g, x: torch.stack([planes_by_calls(grid_sample_reference, g[0][n], x[n], TRIPLANE,
+                                                                   "product") for n in range(2)]), [planes], points)
+    assert_all_close(ours, theirs)
+
+
 def test_batched_volumes(device):
     """N = 3 batch items of K = 2 volumes each (N and K differ, so neither can stand for the other)."""
     volumes = torch.randn(3, 2, 4, 5, 6, 7, dtype=torch.float64, device=device)
