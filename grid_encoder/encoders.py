@@ -189,40 +189,43 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
     multiplications is two per plane and order, on strided features), else that chain."""
     if reduce not in _REDUCTIONS:
         raise ValueError(f"{function}(): reduce must be 'concat', 'sum', 'mean' or 'product', got {reduce!r}")
-    if not batched:
-        coords = coords.unsqueeze(0)
-    n, k, points, dims = coords.shape
+    lead, (k, points, dims) = coords.shape[:-3], coords.shape[-3:]  # lead: (N,), or () unbatched
+    n, ones = (lead[0] if batched else 1), [1] * (dims - 1)
+
+    def items_first(t):  # (P, N, F) -> (N, P, F), a view; unbatched (P, F) as it is
+        return t.transpose(0, 1) if batched else t
+
+    # The calls' outputs (N * K, C, 1.., P) or (N, C, 1.., P) are laid out point-major, (P, N * K, C) or (P, N, C)
+    # (except under torch.func and forward-mode AD, which return them contiguous): each grid's features and the
+    # concatenation of grids of one size are views, contiguous where N is 1, and the reductions' results are
+    # point-major without a copy. Few view operators, as each is an autograd node at every order.
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
-        inputs = grids.reshape(n * k, *grids.shape[(2 if batched else 1):])  # (N * K, C, *spatial)
-        out = _grid_sample(inputs, coords.reshape(n * k, *[1] * (dims - 1), points, dims), mode, padding_mode,
-                           align_corners, True)  # (N * K, C, 1.., P)
-        planes = out.reshape(n, k, out.shape[1], points).transpose(2, 3)  # (N, K, P, C)
+        out = _grid_sample(grids.flatten(0, 1) if batched else grids, coords.reshape(n * k, *ones, points, dims), mode,
+                           padding_mode, align_corners, True)
+        by_point = out.movedim(-1, 0).reshape(points, *lead, k, out.shape[1])  # (P, (N,) K, C)
+        if reduce == "concat":
+            return items_first(by_point.flatten(-2)).contiguous()
         if reduce == "product" and plain and 1 < k <= _MAX_PRODUCT_PLANES:
-            result = _plane_product_op(planes)  # (N, P, C), contiguous
-            return (result if batched else result.squeeze(0)).contiguous()
-        features = planes.unbind(1) if reduce != "concat" else ()
+            result = _plane_product_op(by_point.reshape(points, n, k, -1).permute(1, 2, 0, 3))  # (N, P, C), contiguous
+            return result if batched else result.squeeze(0)
+        features = [items_first(f) for f in by_point.unbind(-2)]
     else:
         features = []
         for index, grid in enumerate(grids):
-            out = _grid_sample(grid, coords[:, index].reshape(n, *[1] * (dims - 1), points, dims), mode,
-                               padding_mode, align_corners, True)  # (N, C, 1.., P)
-            features.append(out.reshape(n, out.shape[1], points).transpose(1, 2))  # (N, P, C)
-    # The calls' outputs are laid out (P, N * K, C), or (P, N, C) for a list (except under torch.func and forward-mode
-    # AD, which return them contiguous): (N, P, C) per grid is a view, and so is the concatenation (N, P, K * C),
-    # contiguous where N is 1; the reductions' results are point-major without a copy.
-    if reduce == "concat":
-        result = (planes.transpose(1, 2).reshape(n, points, -1) if isinstance(grids, torch.Tensor)
-                  else torch.cat(features, -1))  # a view, or for a list one copy
-    else:
-        channels = [f.shape[-1] for f in features]
-        if len(set(channels)) != 1:
-            raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
-        result = features[0]
-        for f in features[1:]:
-            result = result * f if reduce == "product" else result + f
-        if reduce == "mean":
-            result = result / len(features)
-    return (result if batched else result.squeeze(0)).contiguous()  # (a select's gradient would fill and copy)
+            out = _grid_sample(grid, coords.select(-3, index).reshape(n, *ones, points, dims), mode, padding_mode,
+                               align_corners, True)  # (N, C, 1.., P)
+            features.append(items_first(out.movedim(-1, 0).reshape(points, *lead, out.shape[1])))
+        if reduce == "concat":
+            return torch.cat(features, -1)  # one copy
+    channels = [f.shape[-1] for f in features]
+    if len(set(channels)) != 1:
+        raise ValueError(f"{function}(): reduce={reduce!r} needs grids with equal channel counts, got {channels}")
+    result = features[0]
+    for f in features[1:]:
+        result = result * f if reduce == "product" else result + f
+    if reduce == "mean":
+        result = result / len(features)
+    return result.contiguous()
 
 
 # Shapes for torch.compile, FakeTensorMode and meta tensors.
