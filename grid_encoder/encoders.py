@@ -16,7 +16,8 @@ multiplications.
 """
 import torch
 
-from .grid_sample import _forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _ops
+from .grid_sample import (_forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _library, _ops,
+                          _refuse_dual_tensors)
 
 _plane_coords_op = _ops.plane_coords.default
 _plane_product_op = _ops.plane_product.default
@@ -49,7 +50,7 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     # C++ (its gradient sums the picks of each column; the two operators are each other's derivative); under
     # torch.func (and past the operator's 128 planes) a Python Function with the same gradient; plain views under
     # torch.compile (the compiler fuses them) and forward-mode AD (which the operators leave to them).
-    traced_or_dual = _is_compiling() or _forward_ad._current_level >= 0
+    traced_or_dual = _traced_or_dual()
     plain = not (traced_or_dual or _functorch_transforms_active())
     if plain and len(axes) <= _MAX_OPERATOR_PLANES:
         coords = _plane_coords_op(points, [c for pair in axes for c in pair])
@@ -78,8 +79,13 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
                          f"{_describe(points)}")
     grids, batched, count = _grids(volumes, "volumes", 3, None, points)
     coords = points.unsqueeze(-3).expand(*points.shape[:-2], count, *points.shape[-2:])  # (.., K, P, 3), a view
-    plain = not (_is_compiling() or _forward_ad._current_level >= 0 or _functorch_transforms_active())
+    plain = not (_traced_or_dual() or _functorch_transforms_active())
     return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners, plain)
+
+
+def _traced_or_dual():
+    """Whether torch.compile is tracing or a forward-mode dual level is open: the glue then takes plain views."""
+    return _is_compiling() or _forward_ad._current_level >= 0
 
 
 def _describe(t):
@@ -278,11 +284,9 @@ def _plane_product_double_backward_reference(grad_grad, grad, features):
     return d_grad, torch.stack(d_features, 1)
 
 
-_library = torch.library.Library("grid_encoder", "IMPL")
-
-
 def _plane_product_double_backward_autograd(keyset, grad_grad, grad, features, output_mask):
     tensors = (grad_grad, grad, features)
+    _refuse_dual_tensors("grid_encoder.plane_product_double_backward", tensors, "grid_encoder.sample_planes()")
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         d_grad, d_features = _plane_product_double_backward_reference(*tensors)
         return (d_grad if output_mask[0] else grad.new_empty((0,)),

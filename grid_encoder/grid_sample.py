@@ -227,16 +227,22 @@ def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, g
 # Autograd of the forward and backward operators is in C++ (csrc/autograd.cpp). The double backward's is here:
 # its derivatives (third order and up) are those of transforms.DoubleBackward, the pure-PyTorch twin's.
 
-_library = torch.library.Library("grid_encoder", "IMPL")
+_library = torch.library.Library("grid_encoder", "IMPL")  # the Python autograd kernels (here and in encoders.py)
+
+
+def _refuse_dual_tensors(op, tensors, served_by):
+    """An operator with autograd but no forward-mode formula, called directly on dual tensors, refuses them rather
+    than drop their tangents (as the C++ ones do: csrc/autograd.cpp); served_by is the function to call instead."""
+    if _forward_ad._current_level >= 0 and any(  # tangents exist only inside a dual level
+            t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise RuntimeError(f"{op}: forward-mode AD of this operator is served by {served_by}; call that instead of "
+                           "the operator on dual tensors")
 
 
 def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_output, input, grid, mode,
                               padding, align_corners, output_mask):
     tensors = (grad_grad_input, grad_grad_grid, grad_output, input, grid)
-    if _forward_ad._current_level >= 0 and any(  # tangents exist only inside a dual level
-            t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors):
-        raise RuntimeError("grid_encoder.grid_sample_double_backward: forward-mode AD of this operator is served "
-                           "by grid_encoder.grid_sample(); call that instead of the operator on dual tensors")
+    _refuse_dual_tensors("grid_encoder.grid_sample_double_backward", tensors, "grid_encoder.grid_sample()")
     settings = (mode, padding, align_corners)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         results = transforms.DoubleBackward.apply(*tensors, settings, tuple(output_mask))

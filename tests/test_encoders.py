@@ -283,18 +283,6 @@ def test_plane_coords_operators_refuse_bad_arguments(device, case):
     assert torch.equal(ops.plane_coords(points, [0, 1, 0, 2, 1, 2]), _plane_coords(points, TRIPLANE))
 
 
-def test_plane_coords_operators_refuse_dual_tensors():
-    """Forward-mode AD goes through sample_planes(), which hands it plain views; the operators say so."""
-    ops = torch.ops.grid_encoder
-    points, grad = torch.randn(10, 3, dtype=torch.float64), torch.randn(3, 10, 2, dtype=torch.float64)
-    with fwAD.dual_level():
-        for call in (lambda: ops.plane_coords(fwAD.make_dual(points, torch.ones_like(points)), [0, 1]),
-                     lambda: ops.plane_coords_backward(fwAD.make_dual(grad, torch.ones_like(grad)), [0, 1] * 3, 3)):
-            with pytest.raises(RuntimeError, match=r"forward-mode AD of this operator is served by "
-                                                   r"grid_encoder.sample_planes\(\)"):
-                call()
-
-
 def test_more_planes_than_the_operator_takes(device):
     """130 planes: past plane_coords' 128, the coordinates come from the Python Function; the same results."""
     axes = [(i % 3, (i + 1) % 3) for i in range(130)]
@@ -373,12 +361,20 @@ def test_plane_product_operators_refuse_bad_arguments(device, case):
     assert torch.equal(ops.plane_product(features), chain_product(features))
 
 
-def test_plane_product_operators_refuse_dual_tensors():
+def test_encoder_operators_refuse_dual_tensors():
+    """Forward-mode AD goes through sample_planes(), which hands it plain views and the chain of multiplications; the
+    five glue operators called directly on dual tensors say so (none drops the tangent)."""
     ops = torch.ops.grid_encoder
+    points, coords_grad = torch.randn(10, 3, dtype=torch.float64), torch.randn(3, 10, 2, dtype=torch.float64)
     features, grad = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
     with fwAD.dual_level():
         dual = fwAD.make_dual(features, torch.ones_like(features))
-        for call in (lambda: ops.plane_product(dual), lambda: ops.plane_product_backward(grad, dual)):
+        for call in (lambda: ops.plane_coords(fwAD.make_dual(points, torch.ones_like(points)), [0, 1]),
+                     lambda: ops.plane_coords_backward(fwAD.make_dual(coords_grad, torch.ones_like(coords_grad)),
+                                                       [0, 1] * 3, 3),
+                     lambda: ops.plane_product(dual),
+                     lambda: ops.plane_product_backward(grad, dual),
+                     lambda: ops.plane_product_double_backward(torch.randn_like(features), grad, dual, [True, True])):
             with pytest.raises(RuntimeError, match=r"forward-mode AD of this operator is served by "
                                                    r"grid_encoder.sample_planes\(\)"):
                 call()
