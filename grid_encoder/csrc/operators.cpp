@@ -31,6 +31,14 @@
 namespace grid_encoder {
 namespace {
 
+/// Refuses CUDA tensors in a build without CUDA kernels.
+void check_cuda_built(const char* op, const at::Tensor& t) {
+#ifndef GRID_ENCODER_WITH_CUDA
+  TORCH_CHECK(!t.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without a "
+              "visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
+#endif
+}
+
 // Python validates first and raises friendlier errors; these checks keep the C++ entry points safe
 // on their own (the Python checks vanish under python -O, and the ops can be called directly).
 void check_sampler(const char* op, const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding) {
@@ -59,10 +67,7 @@ void check_sampler(const char* op, const at::Tensor& input, const at::Tensor& gr
               ": expected float32 or float64 tensors (float16 and bfloat16 on CUDA), got ", dtype, " on ",
               input.device());
   TORCH_CHECK(input.is_cpu() || input.is_cuda(), op, ": expected CPU or CUDA tensors, got ", input.device());
-#ifndef GRID_ENCODER_WITH_CUDA
-  TORCH_CHECK(!input.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without "
-              "a visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
-#endif
+  check_cuda_built(op, input);
 }
 
 /// Checks that t (named `what`) has shape `shape` and the dtype and device of `like`.
@@ -173,10 +178,7 @@ void check_encoder_tensor(const char* op, const char* what, const at::Tensor& t)
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": expected ", what, " of dtype float32, float64, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": expected ", what, " on the CPU or CUDA, got ", t.device());
-#ifndef GRID_ENCODER_WITH_CUDA
-  TORCH_CHECK(!t.is_cuda(), op, ": this build of grid_encoder has no CUDA kernels (it was compiled without a "
-              "visible GPU); delete its build folder or set GRID_ENCODER_BUILD_CUDA=1 to rebuild with CUDA");
-#endif
+  check_cuda_built(op, t);
 }
 
 /// The planes' columns, each checked to index one of `width` columns of points.
@@ -414,6 +416,7 @@ at::Tensor plane_coords_backward(const at::Tensor& grad, at::IntArrayRef columns
   });
   return sums;
 }
+
 at::Tensor plane_product(const at::Tensor& features) {
   constexpr const char* op = "grid_encoder.plane_product";
   check_features(op, features);
