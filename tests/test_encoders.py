@@ -306,19 +306,26 @@ def chain_product(features):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("planes", [2, 3, 8])
-def test_plane_product_operators_give_the_bits_of_the_chain(device, dtype, planes):
+@pytest.mark.parametrize("layout", ["strided", "point-major"])
+def test_plane_product_operators_give_the_bits_of_the_chain(device, dtype, planes, layout):
     """plane_product and its backward multiply as the chain f_0 * f_1 * ... and its autograd do (same order, each
-    product rounded to the dtype), from strided features; the double backward matches its plain-operator twin."""
+    product rounded to the dtype), from strided features (33 channels: a last block of one), or point-major ones as
+    the samplers write them (channels contiguous and aligned: loaded as words on the GPU); the double backward
+    matches its plain-operator twin."""
     ops = torch.ops.grid_encoder
-    features = torch.randn(2, planes, 5, 33, device=device).to(dtype).transpose(2, 3)  # (N, K, P, C), strided
-    grad = torch.randn(2, 33, 5, device=device).to(dtype)
+    if layout == "strided":
+        features = torch.randn(2, planes, 5, 33, device=device).to(dtype).transpose(2, 3)  # (N, K, P, C)
+        grad = torch.randn(2, 33, 5, device=device).to(dtype)
+    else:
+        features = torch.randn(5, 2, planes, 40, device=device).to(dtype).permute(1, 2, 0, 3)  # (P, N, K, C) as such
+        grad = torch.randn(2, 5, 40, device=device).to(dtype)
     assert torch.equal(ops.plane_product(features), chain_product(features))
     leaf = features.detach().requires_grad_()
     (expected,) = torch.autograd.grad(chain_product(leaf), leaf, grad)
     d_features = ops.plane_product_backward(grad, features)
     assert d_features.is_contiguous() and torch.equal(d_features, expected)
     if dtype == torch.float64:
-        grad_grad = torch.randn_like(features)
+        grad_grad = torch.randn_like(features)  # features' layout
         ours = ops.plane_product_double_backward(grad_grad, grad, features, [True, True])
         for a, b in zip(ours, _plane_product_double_backward_reference(grad_grad, grad, features)):
             assert_close(a, b, **REORDERED_SUMS)

@@ -1,4 +1,5 @@
-// The CUDA kernels of the encoders' glue (encoders.h): one thread per item, grid-stride.
+// The CUDA kernels of the encoders' glue (encoders.h): one thread per item (a product's: per block of channels),
+// grid-stride.
 #include "encoders.h"
 #include "kernels_cuda.cuh"
 
@@ -16,11 +17,15 @@ __global__ void __launch_bounds__(kThreads) sum_plane_columns_kernel(const Colum
   for_each_item(samples, [&](int64_t sample) { sum_plane_columns(a, sample); });
 }
 
+// elements: [N, P, blocks] with blocks of kProductChannels channels
 template <typename scalar_t, ProductStep kStep>
-__global__ void __launch_bounds__(kThreads) product_kernel(const ProductArgs<scalar_t> a, int64_t elements) {
+__global__ void __launch_bounds__(kThreads) product_kernel(const ProductArgs<scalar_t> a, int64_t blocks,
+                                                           int64_t elements) {
   for_each_item(elements, [&](int64_t e) {
-    const int64_t row = e / a.channels, n = row / a.points;  // two divisions, where three would do it directly
-    product_step_element(a, kStep, FeatureElement{n, row - n * a.points, e - row * a.channels});
+    const int64_t row = e / blocks, n = row / a.points;  // two divisions, where three would do it directly
+    const int64_t c = (e - row * blocks) * kProductChannels;
+    const int count = static_cast<int>(std::min<int64_t>(kProductChannels, a.channels - c));
+    product_step_element(a, kStep, FeatureElement{n, row - n * a.points, c, count});
   });
 }
 
@@ -38,13 +43,13 @@ void launch_sum_plane_columns(const ColumnSumArgs<scalar_t>& a, int64_t samples,
 
 template <typename scalar_t>
 void launch_product(const ProductArgs<scalar_t>& a, ProductStep step, cudaStream_t stream) {
-  const int64_t elements = a.batch * a.points * a.channels;
+  const int64_t blocks = (a.channels + kProductChannels - 1) / kProductChannels, elements = a.batch * a.points * blocks;
   if (step == ProductStep::Forward) {
-    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Forward>, a, elements);
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Forward>, a, blocks, elements);
   } else if (step == ProductStep::Backward) {
-    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Backward>, a, elements);
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::Backward>, a, blocks, elements);
   } else {
-    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::DoubleBackward>, a, elements);
+    launch_items(elements, stream, product_kernel<scalar_t, ProductStep::DoubleBackward>, a, blocks, elements);
   }
 }
 

@@ -15,6 +15,8 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "point_work.h"  // load_block, store_block
+
 namespace grid_encoder {
 
 /// The most planes one operator call takes: their columns travel in the kernels' arguments.
@@ -80,13 +82,17 @@ C10_HOST_DEVICE inline void sum_plane_columns(const ColumnSumArgs<scalar_t>& a, 
 /// unrolled to this many planes.
 constexpr int kMaxProductPlanes = 8;
 
+/// The channels of one product element: a thread's share of a point's row. Where every tensor of a call has
+/// contiguous, aligned channels (ProductArgs::channel_words), the GPU loads and stores them as words (load_block).
+constexpr int kProductChannels = 4;
+
 /// A tensor [N, K, P, C] of the planes' features, or [N, P, C] with stride_k unused.
 template <typename T>
 struct FeatureView {
   T* data = nullptr;
   int64_t stride_n = 0, stride_k = 0, stride_p = 0, stride_c = 0;
-  C10_HOST_DEVICE T& at(int64_t n, int64_t k, int64_t p, int64_t c) const {
-    return data[n * stride_n + k * stride_k + p * stride_p + c * stride_c];
+  C10_HOST_DEVICE T* at(int64_t n, int64_t k, int64_t p, int64_t c) const {
+    return data + n * stride_n + k * stride_k + p * stride_p + c * stride_c;
   }
 };
 
@@ -101,26 +107,50 @@ struct ProductArgs {
   FeatureView<scalar_t> d_grad;           // [N, P, C]
   int64_t batch = 0, points = 0, channels = 0;
   int planes = 0;
+  bool channel_words = false;  // every tensor's channels contiguous, its blocks aligned (see load_block)
 };
 
 /// Which of the product's element functions below a loop runs.
 enum class ProductStep { Forward, Backward, DoubleBackward };
 
-/// An element (n, p, c) of [N, P, C].
+/// An element of [N, P, C]: point p of batch item n, channels [c, c + count), count <= kProductChannels.
 struct FeatureElement {
   int64_t n, p, c;
+  int count;
 };
+
+template <typename T>
+using ProductValues = T[kProductChannels];
+
+/// values = the element's channels of plane k of `view` ([N, P, C] views ignore k).
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline void load_element(const ProductArgs<scalar_t>& a, const FeatureView<const scalar_t>& view,
+                                         int k, FeatureElement x, ProductValues<T>& values) {
+  load_block(view.at(x.n, k, x.p, x.c), view.stride_c, x.count, a.channel_words, values);
+}
+
+/// The element's channels of plane k of `view` = values.
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline void store_element(const ProductArgs<scalar_t>& a, const FeatureView<scalar_t>& view, int k,
+                                          FeatureElement x, const ProductValues<T>& values) {
+  store_block(view.at(x.n, k, x.p, x.c), view.stride_c, x.count, a.channel_words, values);
+}
 
 /// product = f_0 * f_1 * ... * f_{K-1}, multiplied left to right, each product rounded to scalar_t (as a chain of
 /// tensor multiplications rounds it).
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
-  scalar_t product = a.features.at(x.n, 0, x.p, x.c);
+  ProductValues<scalar_t> product;
+  load_element(a, a.features, 0, x, product);
 #pragma unroll
   for (int k = 1; k < kMaxProductPlanes; ++k) {
-    if (k < a.planes) product = static_cast<scalar_t>(product * a.features.at(x.n, k, x.p, x.c));
+    if (k >= a.planes) continue;
+    ProductValues<scalar_t> factor;
+    load_element(a, a.features, k, x, factor);
+#pragma unroll
+    for (int j = 0; j < kProductChannels; ++j) product[j] = static_cast<scalar_t>(product[j] * factor[j]);
   }
-  a.product.at(x.n, 0, x.p, x.c) = product;
+  store_element(a, a.product, 0, x, product);
 }
 
 /// d_features_k = grad * prod_{j != k} f_j, with the chain's own multiplications: walking back from grad, plane k's
@@ -128,21 +158,29 @@ C10_HOST_DEVICE inline void product_element(const ProductArgs<scalar_t>& a, Feat
 /// plane k's factor (so the results have the chain's bits).
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
-  scalar_t factor[kMaxProductPlanes], before[kMaxProductPlanes];  // before[k] = f_0 * ... * f_k
+  ProductValues<scalar_t> factor[kMaxProductPlanes], before[kMaxProductPlanes];  // before[k] = f_0 * ... * f_k
 #pragma unroll
   for (int k = 0; k < kMaxProductPlanes; ++k) {
     if (k >= a.planes) continue;
-    factor[k] = a.features.at(x.n, k, x.p, x.c);
-    before[k] = k == 0 ? factor[0] : static_cast<scalar_t>(before[k - 1] * factor[k]);
+    load_element(a, a.features, k, x, factor[k]);
+#pragma unroll
+    for (int j = 0; j < kProductChannels; ++j) {
+      before[k][j] = k == 0 ? factor[0][j] : static_cast<scalar_t>(before[k - 1][j] * factor[k][j]);
+    }
   }
-  scalar_t running = a.grad.at(x.n, 0, x.p, x.c);
+  ProductValues<scalar_t> running, d_feature;
+  load_element(a, a.grad, 0, x, running);
 #pragma unroll
   for (int k = kMaxProductPlanes - 1; k >= 1; --k) {
     if (k >= a.planes) continue;
-    a.d_features.at(x.n, k, x.p, x.c) = static_cast<scalar_t>(running * before[k - 1]);
-    running = static_cast<scalar_t>(running * factor[k]);
+#pragma unroll
+    for (int j = 0; j < kProductChannels; ++j) {
+      d_feature[j] = static_cast<scalar_t>(running[j] * before[k - 1][j]);
+      running[j] = static_cast<scalar_t>(running[j] * factor[k][j]);
+    }
+    store_element(a, a.d_features, k, x, d_feature);
   }
-  a.d_features.at(x.n, 0, x.p, x.c) = running;
+  store_element(a, a.d_features, 0, x, running);
 }
 
 /// The backward's vector-Jacobian product with grad_grad (gg), whichever of d_grad and d_features is present:
@@ -152,29 +190,32 @@ C10_HOST_DEVICE inline void product_backward_element(const ProductArgs<scalar_t>
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_double_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
   using T = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-  T f[kMaxProductPlanes], gg[kMaxProductPlanes];
+  ProductValues<T> f[kMaxProductPlanes], gg[kMaxProductPlanes], grad, d_grad = {}, d_feature;
 #pragma unroll
   for (int k = 0; k < kMaxProductPlanes; ++k) {
     if (k >= a.planes) continue;
-    f[k] = static_cast<T>(a.features.at(x.n, k, x.p, x.c));
-    gg[k] = static_cast<T>(a.grad_grad.at(x.n, k, x.p, x.c));
+    load_element(a, a.features, k, x, f[k]);
+    load_element(a, a.grad_grad, k, x, gg[k]);
   }
-  const T grad = static_cast<T>(a.grad.at(x.n, 0, x.p, x.c));
-  T d_grad = 0;
+  load_element(a, a.grad, 0, x, grad);
 #pragma unroll
   for (int j = 0; j < kMaxProductPlanes; ++j) {
     if (j >= a.planes) continue;
-    T others = 1, along_gg = 0;  // prod_{i != j} f_i and sum_{k != j} gg_k prod_{i != j, k} f_i
 #pragma unroll
-    for (int i = 0; i < kMaxProductPlanes; ++i) {
-      if (i == j || i >= a.planes) continue;
-      along_gg = along_gg * f[i] + others * gg[i];
-      others *= f[i];
+    for (int c = 0; c < kProductChannels; ++c) {
+      T others = 1, along_gg = 0;  // prod_{i != j} f_i and sum_{k != j} gg_k prod_{i != j, k} f_i
+#pragma unroll
+      for (int i = 0; i < kMaxProductPlanes; ++i) {
+        if (i == j || i >= a.planes) continue;
+        along_gg = along_gg * f[i][c] + others * gg[i][c];
+        others *= f[i][c];
+      }
+      d_grad[c] += gg[j][c] * others;
+      d_feature[c] = grad[c] * along_gg;
     }
-    d_grad += gg[j] * others;
-    if (a.d_features.data != nullptr) a.d_features.at(x.n, j, x.p, x.c) = static_cast<scalar_t>(grad * along_gg);
+    if (a.d_features.data != nullptr) store_element(a, a.d_features, j, x, d_feature);
   }
-  if (a.d_grad.data != nullptr) a.d_grad.at(x.n, 0, x.p, x.c) = static_cast<scalar_t>(d_grad);
+  if (a.d_grad.data != nullptr) store_element(a, a.d_grad, 0, x, d_grad);
 }
 
 /// Runs the step's element function on element x.

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -245,7 +246,18 @@ void run_product(const at::Tensor& features, const ProductArgs<scalar_t>& args, 
 #endif
   cpu_for_each_item(args.batch * args.points, args.channels * args.planes, [&](int64_t row) {
     const int64_t n = row / args.points, p = row % args.points;
-    for (int64_t c = 0; c < args.channels; ++c) product_step_element(args, step, FeatureElement{n, p, c});
+    for (int64_t c = 0; c < args.channels; c += kProductChannels) {
+      const int count = static_cast<int>(std::min<int64_t>(kProductChannels, args.channels - c));
+      product_step_element(args, step, FeatureElement{n, p, c, count});
+    }
+  });
+}
+
+/// Whether every tensor of a product call ([N, K, P, C] or [N, P, C]; undefined: absent) loads and stores its channel
+/// blocks as words (ProductArgs::channel_words).
+bool product_channel_words(std::initializer_list<at::Tensor> tensors) {
+  return std::all_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) {
+    return !t.defined() || channel_blocks_are_words(t, t.stride(-1), t.strides().slice(0, t.dim() - 1));
   });
 }
 
@@ -425,6 +437,7 @@ at::Tensor plane_product(const at::Tensor& features) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "plane_product", [&] {
     auto args = product_args<scalar_t>(features);
     args.product = feature_view<scalar_t>(product);
+    args.channel_words = product_channel_words({features, product});
     run_product(features, args, ProductStep::Forward);
   });
   return product;
@@ -440,6 +453,7 @@ at::Tensor plane_product_backward(const at::Tensor& grad, const at::Tensor& feat
     auto args = product_args<scalar_t>(features);
     args.grad = feature_view<const scalar_t>(grad);
     args.d_features = feature_view<scalar_t>(d_features);
+    args.channel_words = product_channel_words({features, grad, d_features});
     run_product(features, args, ProductStep::Backward);
   });
   return d_features;
@@ -463,6 +477,8 @@ std::tuple<at::Tensor, at::Tensor> plane_product_double_backward(const at::Tenso
     args.grad_grad = feature_view<const scalar_t>(grad_grad);
     if (output_mask[0]) args.d_grad = feature_view<scalar_t>(d_grad);
     if (output_mask[1]) args.d_features = feature_view<scalar_t>(d_features);
+    args.channel_words = product_channel_words({features, grad, grad_grad, output_mask[0] ? d_grad : at::Tensor(),
+                                                output_mask[1] ? d_features : at::Tensor()});
     run_product(features, args, ProductStep::DoubleBackward);
   });
   return {d_grad, d_features};

@@ -48,48 +48,49 @@ struct ChannelBlock {
   int count;
 };
 
-/// A whole channel block at one tap as one unit of 16-byte words (see load_block).
-template <typename scalar_t>
-struct alignas(16) ChannelWords {
-  scalar_t value[kChannelBlock];
+/// A whole block of kWidth channels as one unit of words (16 bytes each, or the whole block where it is smaller; see
+/// load_block).
+template <typename scalar_t, int kWidth>
+struct alignas(kWidth * sizeof(scalar_t) < 16 ? kWidth * sizeof(scalar_t) : 16) ChannelWords {
+  scalar_t value[kWidth];
 };
 
 /// out[j] = tap[j * stride_c] for the block's channels, zero past `count`. On the GPU a whole block of
 /// contiguous, 16-byte aligned channels (ImageView::channel_words) loads as 16-byte words: one load
 /// instruction per 16 bytes instead of one per channel, each touching as many cache lines as a warp has points.
-template <typename T, typename scalar_t>
+template <typename T, typename scalar_t, int kWidth>
 C10_HOST_DEVICE inline void load_block(const scalar_t* tap, int64_t stride_c, int count, bool channel_words,
-                                       T (&out)[kChannelBlock]) {
+                                       T (&out)[kWidth]) {
 #ifdef __CUDA_ARCH__
-  if (channel_words && count == kChannelBlock) {
-    const ChannelWords<scalar_t> block = *reinterpret_cast<const ChannelWords<scalar_t>*>(tap);
+  if (channel_words && count == kWidth) {
+    const ChannelWords<scalar_t, kWidth> block = *reinterpret_cast<const ChannelWords<scalar_t, kWidth>*>(tap);
 #pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) out[j] = static_cast<T>(block.value[j]);
+    for (int j = 0; j < kWidth; ++j) out[j] = static_cast<T>(block.value[j]);
     return;
   }
 #endif
   (void)channel_words;
 #pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) out[j] = j < count ? static_cast<T>(tap[j * stride_c]) : T(0);
+  for (int j = 0; j < kWidth; ++j) out[j] = j < count ? static_cast<T>(tap[j * stride_c]) : T(0);
 }
 
 /// target[j * stride_c] = values[j] for the block's channels: load_block's counterpart (16-byte words on the GPU
 /// where channel_words allows).
-template <typename scalar_t, typename T>
+template <typename scalar_t, typename T, int kWidth>
 C10_HOST_DEVICE inline void store_block(scalar_t* target, int64_t stride_c, int count, bool channel_words,
-                                        const T (&values)[kChannelBlock]) {
+                                        const T (&values)[kWidth]) {
 #ifdef __CUDA_ARCH__
-  if (channel_words && count == kChannelBlock) {
-    ChannelWords<scalar_t> block;
+  if (channel_words && count == kWidth) {
+    ChannelWords<scalar_t, kWidth> block;
 #pragma unroll
-    for (int j = 0; j < kChannelBlock; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
-    *reinterpret_cast<ChannelWords<scalar_t>*>(target) = block;
+    for (int j = 0; j < kWidth; ++j) block.value[j] = static_cast<scalar_t>(values[j]);
+    *reinterpret_cast<ChannelWords<scalar_t, kWidth>*>(target) = block;
     return;
   }
 #endif
   (void)channel_words;
 #pragma unroll
-  for (int j = 0; j < kChannelBlock; ++j) {
+  for (int j = 0; j < kWidth; ++j) {
     if (j < count) target[j * stride_c] = static_cast<scalar_t>(values[j]);
   }
 }

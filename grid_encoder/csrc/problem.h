@@ -136,9 +136,9 @@ void launch(const Problem& pb, Extra... extra) {
 // ---------------------------------------------------------------------------------------------
 // From tensors to the raw views of point_work.h.
 
-/// Whether t, with these strides (in elements), loads and stores whole channel blocks as 16-byte words (see
-/// load_block): its channels contiguous, its data pointer and every other stride on 16-byte boundaries. Channel
-/// blocks start at multiples of kChannelBlock, so every block is then aligned.
+/// Whether t, with these strides (in elements), loads and stores whole channel blocks as words (see load_block):
+/// its channels contiguous, its data pointer and every other stride on 16-byte boundaries. Channel blocks start at
+/// multiples of their width (kChannelBlock, or the product's kProductChannels), so every block is then aligned.
 inline bool channel_blocks_are_words(const at::Tensor& t, int64_t stride_c, at::IntArrayRef other_strides) {
   const int64_t element = static_cast<int64_t>(t.element_size());
   if (stride_c != 1 || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0) return false;
