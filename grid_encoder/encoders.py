@@ -12,12 +12,13 @@ sorted scatter and a Python composite a dozen small operators a step), the calls
 grid's features are then a view, and so is the concatenation of grids of one size: no copy, summed or multiplied
 without one), and K-Planes' product over grids of one size is one operator as well (plane_product, a kernel for each
 of its first three orders; torch.prod's gradient divides, and checks for zeros on the host), over others a chain of
-multiplications.
+multiplications. Where nothing records (inference, no_grad), sums and products over grids of one size skip the
+features: the operator grid_sample_reduced samples and reduces them in one pass on CUDA, with the same bits.
 """
 import torch
 
-from .grid_sample import (_forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _library, _ops,
-                          _refuse_dual_tensors)
+from .grid_sample import (_REDUCED, _forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _library,
+                          _ops, _refuse_dual_tensors)
 
 _plane_coords_op = _ops.plane_coords.default
 _plane_product_op = _ops.plane_product.default
@@ -81,6 +82,11 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
     coords = points.unsqueeze(-3).expand(*points.shape[:-2], count, *points.shape[-2:])  # (.., K, P, 3), a view
     plain = not (_traced_or_dual() or _functorch_transforms_active())
     return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners, plain)
+
+
+def _recorded(*tensors):
+    """Whether autograd records operations on these tensors."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _traced_or_dual():
@@ -206,6 +212,15 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
     # concatenation of grids of one size are views, contiguous where N is 1, and the reductions' results are
     # point-major without a copy. Few view operators, as each is an autograd node at every order.
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
+        if reduce != "concat" and plain and not _recorded(grids, coords) and not (grids.is_cpu and
+                                                                             grids.dtype in _REDUCED):
+            # Nothing to differentiate: the sum or product of the grids' values without their features (on CUDA in
+            # one pass), each rounded to the dtype as the chain below rounds it.
+            out = _grid_sample(grids.flatten(0, 1) if batched else grids, coords.reshape(n * k, *ones, points, dims),
+                               mode, padding_mode, align_corners, True, (k, reduce == "product"))  # (N, C, 1.., P)
+            result = out.movedim(1, -1).reshape(n, points, out.shape[1])
+            result = (result / k if reduce == "mean" else result).contiguous()
+            return result if batched else result.squeeze(0)
         out = _grid_sample(grids.flatten(0, 1) if batched else grids, coords.reshape(n * k, *ones, points, dims), mode,
                            padding_mode, align_corners, True)
         by_point = out.movedim(-1, 0).reshape(points, *lead, k, out.shape[1])  # (P, (N,) K, C)

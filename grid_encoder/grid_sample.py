@@ -1,11 +1,13 @@
 """grid_sample with exact derivatives of every order, backed by the grid_encoder C++/CUDA operators.
 
-Four operators (csrc/operators.h), the first three each the derivative of the one before:
+Five operators (csrc/operators.h), the first three each the derivative of the one before:
 
     grid_encoder::grid_sample_forward          output = sample(input, grid)
     grid_encoder::grid_sample_backward         (grad_input, grad_grid), only those requested
     grid_encoder::grid_sample_double_backward  (d_grad_output, d_input, d_grid), only those requested
     grid_encoder::grid_sample_tangent          the output's tangent (forward-mode AD)
+    grid_encoder::grid_sample_reduced          the output's sum or product over groups of batch items (the
+                                               encoders' reductions where nothing records; not differentiable)
 
 The C++ autograd kernels of the first two chain them (csrc/autograd.cpp); the double backward's own derivative
 is here, the vector-Jacobian product of its pure-PyTorch twin (``reference.double_backward_reference``), so every
@@ -28,6 +30,7 @@ from . import _build
 _build.load()
 _ops = torch.ops.grid_encoder
 _forward = _ops.grid_sample_forward.default  # the overload itself: a call skips the packet's lookup
+_reduced = _ops.grid_sample_reduced.default
 
 from . import transforms  # noqa: E402  (needs the operators loaded)
 
@@ -73,10 +76,11 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     return _grid_sample(input, grid, mode, padding_mode, align_corners, False)
 
 
-def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_output):
+def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_output, groups=None):
     """grid_sample; point_major_output: the output laid out as (spatial..., N, C), each point's channels and then its
     batch items side by side (the encoders' point-major features), except under torch.func and forward-mode AD,
-    whose path returns it contiguous."""
+    whose path returns it contiguous. groups = (group, product): the point-major output of the operator
+    grid_sample_reduced instead, each group of batch items reduced (no autograd; only on the plain path)."""
     settings = _settings(mode, padding_mode, align_corners)
     if settings is None:  # None for align_corners, or an invalid setting (which _check_arguments reports)
         if align_corners is None:  # as torch: a warning, then False
@@ -87,12 +91,12 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
     if _autocast_enabled(input, grid):  # as torch's grid_sample: reduced precision runs in float32
         with torch.autocast(input.device.type, enabled=False):
             return _grid_sample(_float32(input), _float32(grid), mode, padding_mode, align_corners,
-                                point_major_output)
+                                point_major_output, groups)
     if not isinstance(input, torch.Tensor) or (input.dtype in _REDUCED and input.is_cpu):
         _check_arguments(input, grid, mode, padding_mode, align_corners)
         # computed in float32, returned in the dtype
         return _grid_sample(input.float(), grid.float(), mode, padding_mode, align_corners,
-                            point_major_output).to(input.dtype)
+                            point_major_output, groups).to(input.dtype)
     # torch.func or dual tensors; torch.compile traces the plain path (older Dynamo cannot trace the query;
     # _forward_fake loads the kernels the traced call needs).
     if _is_compiling() or _functorch_transforms_active() or _forward_ad._current_level >= 0:
@@ -107,13 +111,19 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
     # dtypes whose kernels are built on first use (float64 on the CPU, float16 and bfloat16 on CUDA) until
     # _build.load_for has loaded them (here, or on another thread meanwhile): then the call runs again.
     try:
-        return _forward(input, grid, *settings, point_major_output)
+        return _run(input, grid, settings, point_major_output, groups)
     except Exception as error:
         refused = error
     _check_arguments(input, grid, mode, padding_mode, align_corners)
     if _build.load_for(input):
-        return _forward(input, grid, *settings, point_major_output)
+        return _run(input, grid, settings, point_major_output, groups)
     raise refused
+
+
+def _run(input, grid, settings, point_major_output, groups):
+    if groups is None:
+        return _forward(input, grid, *settings, point_major_output)
+    return _reduced(input, grid, *settings, *groups)
 
 
 def _settings(mode, padding_mode, align_corners):
@@ -195,11 +205,22 @@ def _forward_fake(input, grid, mode, padding, align_corners, point_major_output=
     _check_tensors(input, grid)  # the operator's own checks are C++, which meta and fake tensors skip
     _build.load_for(input)  # the kernels that torch.compile's graph will run, where built on first use
     shape = (input.shape[0], input.shape[1], *grid.shape[1:-1])
-    if not point_major_output:
-        return input.new_empty(shape)
-    # laid out as (spatial..., N, C): the operator's point_major_strides
-    layout = torch.empty((*shape[2:], *shape[:2]), dtype=input.dtype, device=input.device)
+    return _point_major_empty(input, shape) if point_major_output else input.new_empty(shape)
+
+
+def _point_major_empty(like, shape):
+    """An empty (N, C, spatial...) tensor laid out as (spatial..., N, C): the operators' point_major_strides."""
+    layout = torch.empty((*shape[2:], *shape[:2]), dtype=like.dtype, device=like.device)
     return layout.permute(-2, -1, *range(len(shape) - 2))
+
+
+@torch.library.register_fake("grid_encoder::grid_sample_reduced")
+def _reduced_fake(input, grid, mode, padding, align_corners, group, product):
+    _check_tensors(input, grid)
+    torch._check(group >= 1 and input.shape[0] % group == 0,
+                 lambda: f"grid_sample_reduced(): group {group} does not divide the batch size {input.shape[0]}")
+    _build.load_for(input)
+    return _point_major_empty(input, (input.shape[0] // group, input.shape[1], *grid.shape[1:-1]))
 
 
 @torch.library.register_fake("grid_encoder::grid_sample_backward")

@@ -370,7 +370,7 @@ def test_plane_product_operators_refuse_bad_arguments(device, case):
 
 def test_encoder_operators_refuse_dual_tensors():
     """Forward-mode AD goes through sample_planes(), which hands it plain views and the chain of multiplications; the
-    five glue operators called directly on dual tensors say so (none drops the tangent)."""
+    five glue operators and the reduced sampler called directly on dual tensors say so (none drops the tangent)."""
     ops = torch.ops.grid_encoder
     points, coords_grad = torch.randn(10, 3, dtype=torch.float64), torch.randn(3, 10, 2, dtype=torch.float64)
     features, grad = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
@@ -381,7 +381,9 @@ def test_encoder_operators_refuse_dual_tensors():
                                                        [0, 1] * 3, 3),
                      lambda: ops.plane_product(dual),
                      lambda: ops.plane_product_backward(grad, dual),
-                     lambda: ops.plane_product_double_backward(torch.randn_like(features), grad, dual, [True, True])):
+                     lambda: ops.plane_product_double_backward(torch.randn_like(features), grad, dual, [True, True]),
+                     lambda: ops.grid_sample_reduced(dual.flatten(0, 1)[:, :, :2, None], torch.zeros(6, 1, 2, 2).double(),
+                                                     0, 0, True, 3, True)):
             with pytest.raises(RuntimeError, match=r"forward-mode AD of this operator is served by "
                                                    r"grid_encoder.sample_planes\(\)"):
                 call()
@@ -408,6 +410,49 @@ def test_encoders_under_no_grad_and_inference_mode(device):
             assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
         with torch.inference_mode():
             assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int16) if a.element_size() == 2 else a,
+                                                                      b.view(torch.int16) if b.element_size() == 2 else b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduce", ["sum", "mean", "product"])
+def test_reductions_without_autograd_give_the_bits_of_the_recorded_ones(device, dtype, reduce):
+    """Where nothing records, sums and products over grids of one size take the operator grid_sample_reduced (on CUDA
+    one pass, without the grids' features): the same bits as the features reduced one operation at a time, for 3 and
+    9 planes (past the product operator's 8), batched planes, volumes and every padding."""
+    cases = [(lambda g, x: sample_planes(g, x, TRIPLANE, reduce, *SETTINGS), (3, 8, 6, 7), (50, 3)),
+             (lambda g, x: sample_planes(g, x, [(i % 3, (i + 1) % 3) for i in range(9)], reduce, "bilinear",
+                                         "reflection", True), (9, 5, 4, 3), (20, 3)),
+             (lambda g, x: sample_planes(g, x, TRIPLANE, reduce, "bicubic", "zeros", False), (2, 3, 16, 6, 7),
+              (2, 30, 3)),
+             (lambda g, x: sample_volumes(g, x, reduce, "nearest", "border", True), (2, 8, 4, 5, 6), (25, 3))]
+    for field, grid_shape, point_shape in cases:
+        grids = (1 + 0.3 * torch.randn(grid_shape, device=device)).to(dtype)  # products of 9 factors of order 1
+        points = (torch.rand(point_shape, device=device) * 2.2 - 1.1).to(dtype)
+        with torch.no_grad():
+            ours = field(grids, points)
+        expected = field(grids.requires_grad_(), points).detach()  # recorded: the features, then the reduction
+        assert ours.is_contiguous() and same_bits(ours, expected)
+        grids.requires_grad_(False)
+
+
+def test_the_reduced_sampler_refuses_to_be_recorded_and_bad_groups(device):
+    ops = torch.ops.grid_encoder
+    planes = torch.randn(6, 4, 5, 6, dtype=torch.float64, device=device)
+    grid = torch.rand(6, 1, 7, 2, dtype=torch.float64, device=device) * 2 - 1
+    with pytest.raises(RuntimeError, match=r"grid_sample_reduced: expected a group size that divides the batch size "
+                                           r"6, got 4"):
+        ops.grid_sample_reduced(planes, grid, 0, 0, True, 4, True)
+    with pytest.raises(RuntimeError, match=r"grid_sample_reduced: this operator is not differentiable"):
+        ops.grid_sample_reduced(planes.requires_grad_(), grid, 0, 0, True, 3, True)
+    with torch.no_grad():  # the next good call works
+        reduced = ops.grid_sample_reduced(planes, grid, 0, 0, True, 3, False)
+    items = ops.grid_sample_forward(planes.detach(), grid, 0, 0, True, True).unflatten(0, (2, 3))
+    assert same_bits(reduced, items[:, 0] + items[:, 1] + items[:, 2])
+    assert reduced.permute(2, 3, 0, 1).is_contiguous()  # point-major
 
 
 def test_encoders_on_meta_tensors_give_shapes_at_every_order():

@@ -31,6 +31,8 @@ def test_opcheck(device, mode, dims):
     settings = (mode, 2, False)
     torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings))
     torch.library.opcheck(ops.grid_sample_forward.default, (input, grid, *settings, True))  # point-major output
+    for product in (False, True):  # not differentiable: its autograd kernel refuses to record
+        torch.library.opcheck(ops.grid_sample_reduced.default, (input.detach(), grid.detach(), *settings, 2, product))
     for mask in ([True, True], [True, False], [False, True]):
         torch.library.opcheck(ops.grid_sample_backward.default, (grad_output, input, grid, *settings, mask))
     for first, second in ((ggi, ggg), (ggi, None), (None, ggg)):

@@ -301,6 +301,20 @@ at::Tensor grid_sample_tangent_autograd(const std::optional<at::Tensor>& input_t
   return op.call(input_tangent, grid_tangent, input, grid, mode, padding, align_corners);
 }
 
+/// grid_sample_reduced serves sample_planes() and sample_volumes() where nothing records (their sums and products
+/// over grids without autograd); it has no derivative of its own, and refuses to be recorded.
+at::Tensor grid_sample_reduced_autograd(const at::Tensor& input, const at::Tensor& grid, int64_t mode,
+                                        int64_t padding, bool align_corners, int64_t group, bool product) {
+  constexpr const char* name = "grid_encoder.grid_sample_reduced";
+  refuse_dual_tensors(name, {input, grid}, "grid_encoder.sample_planes()");
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (input.requires_grad() || grid.requires_grad())), name,
+              ": this operator is not differentiable; grid_encoder.sample_planes() and sample_volumes() differentiate "
+              "the same reductions");
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  static const auto op = typed_op<decltype(grid_sample_reduced)>("grid_encoder::grid_sample_reduced");
+  return op.call(input, grid, mode, padding, align_corners, group, product);
+}
+
 at::Tensor plane_coords_autograd(const at::Tensor& points, at::IntArrayRef columns) {
   refuse_dual_tensors("grid_encoder.plane_coords", {points}, "grid_encoder.sample_planes()");
   if (!at::GradMode::is_enabled() || !points.requires_grad()) {  // nothing to record
@@ -341,6 +355,7 @@ at::Tensor plane_product_backward_autograd(const at::Tensor& grad, const at::Ten
 
 TORCH_LIBRARY_IMPL(grid_encoder, Autograd, m) {
   m.impl("grid_sample_forward", &grid_sample_forward_autograd);
+  m.impl("grid_sample_reduced", &grid_sample_reduced_autograd);
   m.impl("grid_sample_backward", &grid_sample_backward_autograd);
   m.impl("grid_sample_tangent", &grid_sample_tangent_autograd);
   m.impl("plane_coords", &plane_coords_autograd);

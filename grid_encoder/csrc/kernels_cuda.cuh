@@ -87,12 +87,23 @@ constexpr int kMinBlocks = M == Mode::Bicubic ? 1 : kDims == 3 ? 3 : 4;
 
 // The kernels take their sampler S (mode, padding, dimensionality) as a Sampler<...> of taps.h.
 
-// args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]
-template <typename scalar_t, typename S>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<S::kMode, S::kDims>)
+/// The reduced forward (forward_reduced_point) holds a group's partial result besides a point's taps: room for one
+/// block fewer, or it spills.
+template <Mode M, int kDims, bool kReduced>
+constexpr int kForwardMinBlocks = kMinBlocks<M, kDims> - (kReduced && kMinBlocks<M, kDims> > 1 ? 1 : 0);
+
+// args: views of input [N, C, (D,) H, W], grid [N, P, dims] and output [N, C, P]; kReduced: groups of items reduced,
+// output [N / group, C, P] (see forward_reduced_point; a kernel of its own, so that the plain one keeps its registers)
+template <typename scalar_t, typename S, bool kReduced>
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocks<S::kMode, S::kDims, kReduced>)
     forward_kernel(const SampleArgs<scalar_t, S::kDims> args, int lanes) {
   for_each_lane(args, lanes, [&](Lane lane) {
-    if (lane.active) forward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span);
+    if (!lane.active) return;
+    if constexpr (kReduced) {
+      forward_reduced_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span);
+    } else {
+      forward_point<scalar_t, S::kMode, S::kPadding, S::kDims>(args, lane.point, lane.span);
+    }
   });
 }
 
@@ -386,7 +397,11 @@ void launch_sampler_lanes(CudaLaunch launch, const Pick& pick, const Args&... ar
 
 template <typename scalar_t, int kDims>
 void launch_sample_output(const SampleArgs<scalar_t, kDims>& args, CudaLaunch launch) {
-  launch_sampler_lanes<kDims>(launch, [](auto s) { return forward_kernel<scalar_t, decltype(s)>; }, args);
+  if (args.group > 1) {
+    launch_sampler_lanes<kDims>(launch, [](auto s) { return forward_kernel<scalar_t, decltype(s), true>; }, args);
+  } else {
+    launch_sampler_lanes<kDims>(launch, [](auto s) { return forward_kernel<scalar_t, decltype(s), false>; }, args);
+  }
 }
 
 template <typename scalar_t, int kDims>

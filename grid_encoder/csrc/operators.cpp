@@ -288,6 +288,32 @@ at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, 
   return pb.output;
 }
 
+at::Tensor grid_sample_reduced(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+                               bool align_corners, int64_t group, bool product) {
+  constexpr const char* op = "grid_encoder.grid_sample_reduced";
+  check_sampler(op, input, grid, mode, padding);
+  TORCH_CHECK(group >= 1 && input.size(0) % group == 0, op, ": expected a group size that divides the batch size ",
+              input.size(0), ", got ", group);
+  const c10::DeviceGuard guard(input.device());
+  std::vector<int64_t> shape = output_shape(input, grid);
+  shape[0] /= group;
+  at::Tensor output = at::empty_strided(shape, point_major_strides(shape), input.options());
+  if (input.is_cuda()) {  // one pass: the kernels reduce each group in registers
+    Problem pb = make_problem(input, grid, mode, padding, align_corners, /*reads_input=*/true);
+    pb.output = output;
+    pb.group = group;
+    pb.product = product;
+    launch<SampleOutput>(pb);
+    return output;
+  }
+  // CPU: the items' outputs, then the chain of operations over each group
+  const at::Tensor items = grid_sample_forward(input, grid, mode, padding, align_corners, /*point_major_output=*/true);
+  const at::Tensor by_group = items.unflatten(0, {shape[0], group});
+  output.copy_(by_group.select(1, 0));
+  for (int64_t k = 1; k < group; ++k) product ? output.mul_(by_group.select(1, k)) : output.add_(by_group.select(1, k));
+  return output;
+}
+
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
                                                         const at::Tensor& grid, int64_t mode, int64_t padding,
                                                         bool align_corners, std::array<bool, 2> output_mask) {
@@ -487,6 +513,8 @@ std::tuple<at::Tensor, at::Tensor> plane_product_double_backward(const at::Tenso
 TORCH_LIBRARY(grid_encoder, m) {
   m.def("grid_sample_forward(Tensor input, Tensor grid, int mode, int padding, bool align_corners, "
         "bool point_major_output=False) -> Tensor");
+  m.def("grid_sample_reduced(Tensor input, Tensor grid, int mode, int padding, bool align_corners, int group, "
+        "bool product) -> Tensor");
   m.def("grid_sample_backward(Tensor grad_output, Tensor input, Tensor grid, int mode, int padding, "
         "bool align_corners, bool[2] output_mask) -> (Tensor, Tensor)");
   m.def("grid_sample_double_backward(Tensor? grad_grad_input, Tensor? grad_grad_grid, Tensor grad_output, "
@@ -504,6 +532,7 @@ TORCH_LIBRARY(grid_encoder, m) {
 
 TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
   m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_reduced", &grid_sample_reduced);
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
   m.impl("grid_sample_tangent", &grid_sample_tangent);
@@ -517,6 +546,7 @@ TORCH_LIBRARY_IMPL(grid_encoder, CPU, m) {
 #ifdef GRID_ENCODER_WITH_CUDA
 TORCH_LIBRARY_IMPL(grid_encoder, CUDA, m) {
   m.impl("grid_sample_forward", &grid_sample_forward);
+  m.impl("grid_sample_reduced", &grid_sample_reduced);
   m.impl("grid_sample_backward", &grid_sample_backward);
   m.impl("grid_sample_double_backward", &grid_sample_double_backward);
   m.impl("grid_sample_tangent", &grid_sample_tangent);

@@ -18,6 +18,12 @@ namespace grid_encoder {
 at::Tensor grid_sample_forward(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
                                bool align_corners, bool point_major_output);
 
+/// grid_sample_forward's point-major output with each group of `group` consecutive batch items reduced, in item order:
+/// their product, or their sum (the encoders' product and sum over planes without autograd): [N / group, C, (Do,) Ho,
+/// Wo], laid out as [(Do,) Ho, Wo, N / group, C]. On CUDA in one pass, without the items' outputs.
+at::Tensor grid_sample_reduced(const at::Tensor& input, const at::Tensor& grid, int64_t mode, int64_t padding,
+                               bool align_corners, int64_t group, bool product);
+
 /// (grad_input, grad_grid), each only where output_mask asks for it (else an empty placeholder).
 std::tuple<at::Tensor, at::Tensor> grid_sample_backward(const at::Tensor& grad_output, const at::Tensor& input,
                                                         const at::Tensor& grid, int64_t mode, int64_t padding,

@@ -161,7 +161,9 @@ template <typename scalar_t, int kDims>
 struct SampleArgs {
   using scalar_type = scalar_t;
   static constexpr int dims = kDims;
-  int64_t batch = 0, channels = 0, points = 0;
+  int64_t batch = 0, channels = 0, points = 0;  // batch: the output's items (see group)
+  int64_t group = 1;     // forward: input and grid items per output item, reduced (forward_reduced_point); else 1
+  bool product = false;  // the reduction of a group: the items' product, else their sum
   int64_t size[kDims] = {};  // input extent along grid axis e
   bool align_corners = false;
   const scalar_t* grid = nullptr;  // [N, P, kDims]
@@ -277,6 +279,34 @@ C10_HOST_DEVICE inline void forward_point(const Args& a, int64_t point, ChannelS
     T value[kChannelBlock] = {};
     gather_block(weight, offsets, a.input, a.input.plane(n, b.first), b.count, value);
     store_points_block(a.output, n, p, b, value);
+  });
+}
+
+/// With groups of items (a.group > 1): output[n, c, p] reduces the values of input items n * group, ...,
+/// n * group + group - 1 at their own grid points p, their sum or product (a.product) in item order, each value and
+/// each partial result rounded to scalar_t, as the same operations on the items' outputs round them.
+template <typename scalar_t, Mode M, Padding P, int kDims, typename Args>
+C10_HOST_DEVICE inline void forward_reduced_point(const Args& a, int64_t point, ChannelSpan span) {
+  using T = opmath_t<scalar_t>;
+  using Taps = PointTaps<T, M, P, kDims>;
+  const int64_t n = point / a.points, p = point % a.points;
+  for_each_block(span, [&](ChannelBlock b) {
+    scalar_t reduced[kChannelBlock];
+#pragma unroll 1
+    for (int64_t k = 0; k < a.group; ++k) {
+      const int64_t item = n * a.group + k;
+      const Taps taps = point_taps<scalar_t, M, P, kDims>(a, item * a.points + p);
+      T weight[Taps::kTaps];
+      taps.weights(weight);
+      T value[kChannelBlock] = {};
+      gather_block(weight, taps.offsets(a.input.stride), a.input, a.input.plane(item, b.first), b.count, value);
+#pragma unroll
+      for (int j = 0; j < kChannelBlock; ++j) {
+        const scalar_t v = static_cast<scalar_t>(value[j]);
+        reduced[j] = k == 0 ? v : static_cast<scalar_t>(a.product ? reduced[j] * v : reduced[j] + v);
+      }
+    }
+    store_points_block(a.output, n, p, b, reduced);
   });
 }
 

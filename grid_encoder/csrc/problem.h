@@ -35,6 +35,8 @@ struct Problem {
   at::Tensor d_grad_output;    // like grad_output (double backward; the tangent: the output's tangent)
   at::Tensor d_input;          // like input (double backward)
   at::Tensor d_grid;           // like grid (double backward)
+  int64_t group = 1;           // forward on CUDA: input items per output item, reduced (forward_reduced_point)
+  bool product = false;        // the reduction of a group: the items' product, else their sum
 
   int64_t dims() const { return grid.size(-1); }
   int64_t batch() const { return input.size(0); }
@@ -193,7 +195,9 @@ scalar_t* data_or_null(const at::Tensor& t) {
 template <typename scalar_t, int kDims>
 SampleArgs<scalar_t, kDims> make_args(const Problem& pb) {
   SampleArgs<scalar_t, kDims> a;
-  a.batch = pb.batch();
+  a.batch = pb.batch() / pb.group;
+  a.group = pb.group;
+  a.product = pb.product;
   a.channels = pb.channels();
   a.points = pb.points();
   for (int e = 0; e < kDims; ++e) a.size[e] = pb.input.size(pb.input.dim() - 1 - e);
