@@ -111,7 +111,9 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
     # dtypes whose kernels are built on first use (float64 on the CPU, float16 and bfloat16 on CUDA) until
     # _build.load_for has loaded them (here, or on another thread meanwhile): then the call runs again.
     try:
-        return _run(input, grid, settings, point_major_output, groups)
+        if groups is None:  # _run written out: every plain call would pay for its call
+            return _forward(input, grid, *settings, point_major_output)
+        return _reduced(input, grid, *settings, *groups)
     except Exception as error:
         refused = error
     _check_arguments(input, grid, mode, padding_mode, align_corners)
@@ -121,6 +123,7 @@ def _grid_sample(input, grid, mode, padding_mode, align_corners, point_major_out
 
 
 def _run(input, grid, settings, point_major_output, groups):
+    """The forward operator, or with groups the reduced one."""
     if groups is None:
         return _forward(input, grid, *settings, point_major_output)
     return _reduced(input, grid, *settings, *groups)

@@ -465,6 +465,9 @@ def test_encoders_on_meta_tensors_give_shapes_at_every_order():
         assert normals.shape == points.shape
         grad_planes, grad_points = torch.autograd.grad(normals.square().sum(), (planes, points))
         assert grad_planes.shape == planes.shape and grad_points.shape == points.shape
+        with torch.no_grad():  # the reduced sampler's shapes
+            features = sample_planes(planes[None].expand(2, 3, 4, 6, 7), points, TRIPLANE, reduce)
+        assert features.shape == (2, 10, width) and features.device.type == "meta" and features.is_contiguous()
 
 
 BAD_CASES = {  # name: (call, error, message)
