@@ -212,17 +212,17 @@ def _sample(function, grids, coords, batched, reduce, mode, padding_mode, align_
     # concatenation of grids of one size are views, contiguous where N is 1, and the reductions' results are
     # point-major without a copy. Few view operators, as each is an autograd node at every order.
     if isinstance(grids, torch.Tensor):  # one call, the grids as its batch
+        inputs, grid = (grids.flatten(0, 1) if batched else grids), coords.reshape(n * k, *ones, points, dims)
         if reduce != "concat" and plain and not _recorded(grids, coords) and not (grids.is_cpu and
                                                                              grids.dtype in _REDUCED):
             # Nothing to differentiate: the sum or product of the grids' values without their features (on CUDA in
             # one pass), each rounded to the dtype as the chain below rounds it.
-            out = _grid_sample(grids.flatten(0, 1) if batched else grids, coords.reshape(n * k, *ones, points, dims),
-                               mode, padding_mode, align_corners, True, (k, reduce == "product"))  # (N, C, 1.., P)
+            out = _grid_sample(inputs, grid, mode, padding_mode, align_corners, True,
+                               (k, reduce == "product"))  # (N, C, 1.., P)
             result = out.movedim(1, -1).reshape(n, points, out.shape[1])
             result = (result / k if reduce == "mean" else result).contiguous()
             return result if batched else result.squeeze(0)
-        out = _grid_sample(grids.flatten(0, 1) if batched else grids, coords.reshape(n * k, *ones, points, dims), mode,
-                           padding_mode, align_corners, True)
+        out = _grid_sample(inputs, grid, mode, padding_mode, align_corners, True)
         by_point = out.movedim(-1, 0).reshape(points, *lead, k, out.shape[1])  # (P, (N,) K, C)
         if reduce == "concat":
             return items_first(by_point.flatten(-2)).contiguous()
@@ -302,7 +302,7 @@ def _plane_product_double_backward_reference(grad_grad, grad, features):
 def _plane_product_double_backward_autograd(keyset, grad_grad, grad, features, output_mask):
     tensors = (grad_grad, grad, features)
     _refuse_dual_tensors("grid_encoder.plane_product_double_backward", tensors, "grid_encoder.sample_planes()")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if _recorded(*tensors):
         d_grad, d_features = _plane_product_double_backward_reference(*tensors)
         return (d_grad if output_mask[0] else grad.new_empty((0,)),
                 d_features if output_mask[1] else grad.new_empty((0,)))

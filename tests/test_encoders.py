@@ -45,6 +45,12 @@ def assert_all_close(ours, theirs):
                      msg=lambda m: f"result {i}: {m}")
 
 
+def same_bits(a, b):
+    """Equal shapes, dtypes and values, 16-bit values compared as their bits."""
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int16) if a.element_size() == 2 else a,
+                                                                      b.view(torch.int16) if b.element_size() == 2 else b)
+
+
 def random_planes(device, sizes, channels):
     return [torch.randn(channels, *size, dtype=torch.float64, device=device) for size in sizes]
 
@@ -240,8 +246,7 @@ def test_plane_coords_operators_give_the_bits_of_their_python_twin(device, dtype
     sums = torch.ops.grid_encoder.plane_coords_backward(grad, COLUMNS, 5)
     expected = _column_sums(grad, REPEATED_AXES, 5)
     assert sums.shape == (*lead, 37, 5) and sums.is_contiguous()
-    assert torch.equal(sums.view(torch.int16 if dtype in (torch.float16, torch.bfloat16) else dtype),
-                       expected.view(torch.int16 if dtype in (torch.float16, torch.bfloat16) else dtype))
+    assert same_bits(sums, expected)
     assert torch.equal(sums[..., 4], torch.zeros_like(sums[..., 4]))
 
 
@@ -410,11 +415,6 @@ def test_encoders_under_no_grad_and_inference_mode(device):
             assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
         with torch.inference_mode():
             assert torch.equal(sample_planes(planes, points, TRIPLANE, reduce, *SETTINGS), expected)
-
-
-def same_bits(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int16) if a.element_size() == 2 else a,
-                                                                      b.view(torch.int16) if b.element_size() == 2 else b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
