@@ -10,9 +10,10 @@ non-contiguous slice of 3-D points) and implementation, three steps:
   fwd+bwd   forward, then grad(out, (input, grid), grad_out)
   eikonal   forward, grad(out, grid, ones, create_graph=True), loss = ((|grad_grid| - 1)^2).sum(),
             grad(loss, (input, grid)): the second-order step of SDF training on feature grids.
-Times are medians of CUDA-event timings after warm-up (wall clock on the CPU), one step per timing, or N steps
-back to back with --back-to-back N (the throughput of host-bound steps, such as the seed example's, as a training
-loop sees it: the host queues the next step while the kernels of the last one run); `peak` is the most memory
+Times are medians of CUDA-event timings after warm-up (wall clock on the CPU), one step per timing on the GPU and
+as many steps as take 20 ms on the CPU, or N steps back to back with --back-to-back N (the throughput of host-bound
+steps, such as the seed example's, as a training loop sees it: the host queues the next step while the kernels of
+the last one run); `peak` is the most memory
 allocated during the eikonal step (CUDA only). `floor/time` is the time the bytes a step must move would take
 at --bandwidth, divided by the time measured: the fraction of that bandwidth achieved (default: the
 datasheet memory bandwidth of an H100 SXM, 3.35 TB/s, or an H200, 4.8 TB/s; none on other devices).
@@ -70,12 +71,21 @@ ENCODER_WORKLOADS = {
 TRIPLANE = ((0, 1), (0, 2), (1, 2))
 
 
+CPU_SAMPLE = 0.02  # seconds: a CPU sample of small steps times many of them (a single 20 us step is mostly noise)
+
+
 def time_call(fn, device, timing):
     """Median seconds of fn() after warm-up; timing = (samples, calls): each sample times `calls` calls back to back
     (with one synchronization, so that host time overlaps the kernels as it does in a training loop) and divides."""
     repeats, calls = timing
     for _ in range(2):
         fn()
+    if calls is None:  # one step per sample on the GPU; on the CPU, enough steps to fill CPU_SAMPLE seconds
+        calls = 1
+        if device.type != "cuda":
+            start = time.perf_counter()
+            fn()
+            calls = max(1, round(CPU_SAMPLE / (time.perf_counter() - start)))
     samples = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -297,8 +307,9 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     parser.add_argument("--workload", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 20 GPU, 5 CPU)")
-    parser.add_argument("--back-to-back", type=int, default=1, metavar="N",
-                        help="time N steps back to back per repetition (host-bound steps: their throughput)")
+    parser.add_argument("--back-to-back", type=int, default=None, metavar="N",
+                        help="time N steps back to back per repetition (host-bound steps: their throughput); "
+                             "default 1 on the GPU, on the CPU as many as take 20 ms")
     parser.add_argument("--bandwidth", type=float, help="memory bandwidth in bytes/s for the floor/time column")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--plot", help="draw grid_encoder/torch ratios into this PNG (needs matplotlib)")
