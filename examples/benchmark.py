@@ -13,10 +13,10 @@ non-contiguous slice of 3-D points) and implementation, three steps:
 Times are medians of CUDA-event timings after warm-up (wall clock on the CPU), one step per timing on the GPU and
 as many steps as take 20 ms on the CPU, or N steps back to back with --back-to-back N (the throughput of host-bound
 steps, such as the seed example's, as a training loop sees it: the host queues the next step while the kernels of
-the last one run); `peak` is the most memory
-allocated during the eikonal step (CUDA only). `floor/time` is the time the bytes a step must move would take
-at --bandwidth, divided by the time measured: the fraction of that bandwidth achieved (default: the
-datasheet memory bandwidth of an H100 SXM, 3.35 TB/s, or an H200, 4.8 TB/s; none on other devices).
+the last one run); `peak` is the most memory allocated during the eikonal step (CUDA only). `floor/time` is the
+time the bytes a step must move would take at --bandwidth, divided by the time measured: the fraction of that
+bandwidth achieved (default: the datasheet memory bandwidth of an H100 SXM, 3.35 TB/s, or an H200, 4.8 TB/s; none
+on other devices).
 Ratios compare against torch from the same run.
 
 --composite loads a module with grid_sample(input, grid, align_corners) implementing torch >= 2.12's
@@ -76,11 +76,12 @@ CPU_SAMPLE = 0.02  # seconds: a CPU sample of small steps times many of them (a 
 
 def time_call(fn, device, timing):
     """Median seconds of fn() after warm-up; timing = (samples, calls): each sample times `calls` calls back to back
-    (with one synchronization, so that host time overlaps the kernels as it does in a training loop) and divides."""
+    (with one synchronization, so that host time overlaps the kernels as it does in a training loop) and divides;
+    calls None: one on the GPU, on the CPU as many as take CPU_SAMPLE seconds."""
     repeats, calls = timing
     for _ in range(2):
         fn()
-    if calls is None:  # one step per sample on the GPU; on the CPU, enough steps to fill CPU_SAMPLE seconds
+    if calls is None:
         calls = 1
         if device.type != "cuda":
             start = time.perf_counter()
