@@ -18,7 +18,7 @@ features: the operator grid_sample_reduced samples and reduces them in one pass 
 import torch
 
 from .grid_sample import (_REDUCED, _forward_ad, _functorch_transforms_active, _grid_sample, _is_compiling, _library,
-                          _ops, _refuse_dual_tensors)
+                          _ops, _recorded, _refuse_dual_tensors)
 
 _plane_coords_op = _ops.plane_coords.default
 _plane_product_op = _ops.plane_product.default
@@ -55,7 +55,7 @@ def sample_planes(planes, points, axes=((0, 1), (0, 2), (1, 2)), reduce="concat"
     plain = not (traced_or_dual or _functorch_transforms_active())
     if plain and len(axes) <= _MAX_OPERATOR_PLANES:
         coords = _plane_coords_op(points, [c for pair in axes for c in pair])
-    elif not traced_or_dual and points.requires_grad and torch.is_grad_enabled():
+    elif not traced_or_dual and _recorded(points):
         coords = _PlaneCoords.apply(points, axes)
     else:
         coords = _plane_coords(points, axes)
@@ -82,11 +82,6 @@ def sample_volumes(volumes, points, reduce="concat", mode="bilinear", padding_mo
     coords = points.unsqueeze(-3).expand(*points.shape[:-2], count, *points.shape[-2:])  # (.., K, P, 3), a view
     plain = not (_traced_or_dual() or _functorch_transforms_active())
     return _sample("sample_volumes", grids, coords, batched, reduce, mode, padding_mode, align_corners, plain)
-
-
-def _recorded(*tensors):
-    """Whether autograd records operations on these tensors."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _traced_or_dual():

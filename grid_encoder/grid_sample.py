@@ -254,6 +254,11 @@ def _double_backward_fake(grad_grad_input, grad_grad_grid, grad_output, input, g
 _library = torch.library.Library("grid_encoder", "IMPL")  # the Python autograd kernels (here and in encoders.py)
 
 
+def _recorded(*tensors):
+    """Whether autograd records operations on these tensors (None: an absent one)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _refuse_dual_tensors(op, tensors, served_by):
     """An operator with autograd but no forward-mode formula, called directly on dual tensors, refuses them rather
     than drop their tangents (as the C++ ones do: csrc/autograd.cpp); served_by is the function to call instead."""
@@ -268,7 +273,7 @@ def _double_backward_autograd(keyset, grad_grad_input, grad_grad_grid, grad_outp
     tensors = (grad_grad_input, grad_grad_grid, grad_output, input, grid)
     _refuse_dual_tensors("grid_encoder.grid_sample_double_backward", tensors, "grid_encoder.grid_sample()")
     settings = (mode, padding, align_corners)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if _recorded(*tensors):
         results = transforms.DoubleBackward.apply(*tensors, settings, tuple(output_mask))
         return tuple(r if r is not None else like.new_empty((0,)) for r, like in zip(results, (input, input, grid)))
     return _ops.grid_sample_double_backward.default.redispatch(keyset & torch._C._after_autograd_keyset, *tensors,

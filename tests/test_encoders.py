@@ -436,7 +436,6 @@ def test_reductions_without_autograd_give_the_bits_of_the_recorded_ones(device, 
             ours = field(grids, points)
         expected = field(grids.requires_grad_(), points).detach()  # recorded: the features, then the reduction
         assert ours.is_contiguous() and same_bits(ours, expected)
-        grids.requires_grad_(False)
 
 
 def test_the_reduced_sampler_refuses_to_be_recorded_and_bad_groups(device):

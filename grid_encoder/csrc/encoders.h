@@ -9,13 +9,12 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #ifdef GRID_ENCODER_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
-#include "point_work.h"  // load_block, store_block
+#include "point_work.h"  // load_block, store_block, opmath_t
 
 namespace grid_encoder {
 
@@ -189,7 +188,7 @@ C10_HOST_DEVICE inline void product_backward_element(const ProductArgs<scalar_t>
 /// 16-bit dtypes).
 template <typename scalar_t>
 C10_HOST_DEVICE inline void product_double_backward_element(const ProductArgs<scalar_t>& a, FeatureElement x) {
-  using T = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+  using T = opmath_t<scalar_t>;
   ProductValues<T> f[kMaxProductPlanes], gg[kMaxProductPlanes], grad, d_grad = {}, d_feature;
 #pragma unroll
   for (int k = 0; k < kMaxProductPlanes; ++k) {
